@@ -1,0 +1,162 @@
+"""The one command line: `medal STAGE -c CONFIG [key=value ...]`."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+# Set before albumentations is imported anywhere: no update check over the network.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from medal.config import Config, ConfigError, describe_keys, load_config  # noqa: E402
+from medal.log import get_logger, setup_logging  # noqa: E402
+
+# Which config sections each stage reads, for its --help.
+STAGE_SECTIONS = {
+    "clean": ["data", "clean"],
+    "folds": ["data", "folds"],
+    "train": ["data", "model", "train"],
+    "infer": ["data", "model", "train", "infer"],
+    "blend": ["data", "blend"],
+}
+
+STAGE_HELP = {
+    "clean": "decode every training image; write clean.csv, dropped.csv (reason per row) and a report",
+    "folds": "split clean.csv into folds; write folds.csv and folds.json",
+    "train": "train the experiment's model on every fold (or --fold K); write checkpoints, metrics and OOF",
+    "infer": "measure TTA views on OOF, keep those that help, predict the test set with every fold model",
+    "blend": "compare experiments on OOF, blend them, write and check submissions/<name>.csv",
+}
+
+
+def _keys_epilog(sections: list[str]) -> str:
+    top = [line for line in describe_keys() if line.strip().split(" ")[0].count(".") == 0]
+    lines = ["config keys (set in the YAML file or as key=value):", *top]
+    lines += [line for line in describe_keys() if line.strip().split(".")[0] in sections]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medal", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="medal: a Kaggle image-classification pipeline.\n"
+                    "Stages: clean -> folds -> train -> infer -> blend. Each reads the files the one before wrote.",
+        epilog="Run `medal STAGE --help` for a stage's options and config keys.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for stage, sections in STAGE_SECTIONS.items():
+        sub = stages.add_parser(stage, help=STAGE_HELP[stage], description=STAGE_HELP[stage],
+                                epilog=_keys_epilog(sections), formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.add_argument("-c", "--config", required=True, type=Path, help="experiment YAML file (may inherit via `base:`)")
+        if stage == "train":
+            sub.add_argument("--fold", type=int, default=None, help="train only fold K (default: every fold)")
+        if stage == "blend":
+            sub.add_argument("--name", default=None, help="submission name (default: blend.submission_name)")
+            sub.add_argument("args", nargs="*", metavar="EXP|key=value",
+                             help="experiments to blend (default: blend.experiments), and config overrides")
+        else:
+            sub.add_argument("args", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=3e-4")
+    check = stages.add_parser("check-submission", help="check a submission file against sample_submission.csv")
+    check.add_argument("file", type=Path, help="the submission CSV")
+    check.add_argument("-c", "--config", required=True, type=Path, help="config naming the competition data")
+    check.add_argument("args", nargs="*", metavar="key=value", help="config overrides")
+    scorer = stages.add_parser("score", help="score a submission against a held-back solution file")
+    scorer.add_argument("file", type=Path, help="the submission CSV")
+    scorer.add_argument("--solution", type=Path, required=True, help="CSV with the true labels (id, label)")
+    scorer.add_argument("-c", "--config", required=True, type=Path, help="config naming the competition data and metric")
+    scorer.add_argument("args", nargs="*", metavar="key=value", help="config overrides")
+    demo = stages.add_parser("demo", help="build the embedded demo competition (no download needed)")
+    demo.add_argument("--out", type=Path, default=Path("input/demo"), help="where to write it (default input/demo)")
+    demo.add_argument("--size", type=int, default=32, help="image side in pixels (default 32)")
+    demo.add_argument("--per-class", type=int, default=None, help="images per class (default: all 1,797 digits)")
+    return parser
+
+
+def _split_args(stage: str, args: list[str]) -> tuple[list[str], list[str]]:
+    """Separate key=value overrides from blend's experiment names; other stages take overrides only."""
+    overrides = [a for a in args if "=" in a]
+    names = [a for a in args if "=" not in a]
+    if names and stage != "blend":
+        raise ConfigError(f"unexpected argument(s) {names}: overrides look like key=value, e.g. train.epochs=3")
+    return overrides, names
+
+
+def run(ns: argparse.Namespace) -> int:
+    log = get_logger()
+    if ns.stage == "demo":
+        from medal.demo import build_demo
+
+        counts = build_demo(ns.out, size=ns.size, per_class=ns.per_class)
+        log.info("demo competition in %s: %d train rows (%d planted broken files), %d test images",
+                 ns.out, counts["train"], counts["planted"], counts["test"])
+        return 0
+    overrides, names = _split_args(ns.stage, ns.args)
+    cfg = load_config(ns.config, overrides)
+    return STAGES[ns.stage](cfg, ns, names)
+
+
+def _clean(cfg: Config, ns, names) -> int:
+    from medal.clean import run_clean
+    run_clean(cfg)
+    return 0
+
+
+def _folds(cfg: Config, ns, names) -> int:
+    from medal.folds import run_folds
+    run_folds(cfg)
+    return 0
+
+
+def _train(cfg: Config, ns, names) -> int:
+    from medal.train import run_train
+    run_train(cfg, ns.fold)
+    return 0
+
+
+def _infer(cfg: Config, ns, names) -> int:
+    from medal.infer import run_infer
+    run_infer(cfg)
+    return 0
+
+
+def _blend(cfg: Config, ns, names) -> int:
+    from medal.blend import run_blend
+    report = run_blend(cfg, names or None, ns.name)
+    print(report["submission"])
+    return 0
+
+
+def _check(cfg: Config, ns, names) -> int:
+    from medal.data import class_names, read_folds
+    from medal.submission import check_submission
+    d = cfg.data
+    check_submission(ns.file, d.root / d.sample_submission, d.id_col, d.label_col, class_names(read_folds(cfg)[d.label_col]))
+    get_logger().info("%s passes the submission check", ns.file)
+    return 0
+
+
+def _score(cfg: Config, ns, names) -> int:
+    from medal.data import class_names, read_folds
+    from medal.submission import score_submission
+    d = cfg.data
+    value = score_submission(ns.file, ns.solution, d.id_col, d.label_col, class_names(read_folds(cfg)[d.label_col]), cfg.metric)
+    print(f"{ns.file}: {cfg.metric} {value:.4f} on {ns.solution}")
+    return 0
+
+
+STAGES = {"clean": _clean, "folds": _folds, "train": _train, "infer": _infer, "blend": _blend,
+          "check-submission": _check, "score": _score}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    setup_logging(logging.INFO)
+    try:
+        return run(ns)
+    except (ConfigError, FileNotFoundError, ValueError, OSError) as err:
+        if ns.debug:
+            raise
+        print(f"medal {ns.stage}: error: {err}", file=sys.stderr)
+        return 2

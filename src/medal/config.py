@@ -1,0 +1,224 @@
+"""One typed config: YAML experiment files with inheritance and key=value overrides.
+
+A config file may name a parent with `base: other.yaml` (relative to the file).
+Mappings merge key by key; anything else in the child replaces the parent's
+value. Command-line overrides (`train.lr=3e-4`) apply last. The merged mapping
+is validated once into `Config`; unknown keys, wrong types and missing required
+values are refused with a message that names the key.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    root: Path = Field(description="Kaggle-style competition folder (required).")
+    name: str | None = Field(None, description="Short name for outputs; defaults to the root folder's name.")
+    train_csv: str = Field("train.csv", description="CSV of training rows, relative to root.")
+    train_dir: str = Field("train", description="Folder of training images, relative to root.")
+    test_dir: str = Field("test", description="Folder of test images, relative to root.")
+    sample_submission: str = Field("sample_submission.csv", description="Submission template, relative to root; its ids are the test set.")
+    id_col: str = Field("image_id", description="Column holding the image id.")
+    label_col: str = Field("label", description="Column holding the class label.")
+    image_ext: str = Field("", description="Suffix appended to an id to get its file name ('' when ids already carry it, e.g. '.png').")
+
+    @field_validator("root")
+    @classmethod
+    def _root_exists(cls, root: Path) -> Path:
+        if not root.is_dir():
+            raise ValueError(f"data folder {root} does not exist")
+        return root
+
+    @property
+    def competition(self) -> str:
+        return self.name or self.root.resolve().name
+
+
+class CleanConfig(Section):
+    min_side: int = Field(2, ge=1, description="Images with a side shorter than this many pixels are dropped as degenerate.")
+
+
+class FoldsConfig(Section):
+    strategy: Literal["stratified"] = Field("stratified", description="Fold strategy.")
+    n_folds: int = Field(5, ge=2, description="Number of folds (k).")
+    seed: int = Field(42, description="Seed of the fold shuffle, recorded in folds.json.")
+
+
+class ModelConfig(Section):
+    backbone: str = Field("resnet10t", description="Any timm model name.")
+    pretrained_file: Path | None = Field(None, description="Local weights file for the backbone; none trains from scratch (no hub access).")
+    drop_rate: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the classifier head.")
+    drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0, description="Stochastic depth rate in the body.")
+
+
+class TrainConfig(Section):
+    image_size: int = Field(224, ge=8, description="Square input size in pixels.")
+    epochs: int = Field(10, ge=1, description="Epochs per fold.")
+    batch_size: int = Field(32, ge=1, description="Images per optimizer step.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (L2).")
+    warmup_epochs: float = Field(0.0, ge=0, description="Linear warmup length in epochs before the cosine decay.")
+    min_lr: float = Field(1e-6, ge=0, description="Learning rate at the end of the cosine.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing.")
+    augment: str = Field("light", description="Augmentation preset (see medal.augment.PRESETS).")
+    num_workers: int = Field(2, ge=0, description="DataLoader worker processes; 0 loads in the main process.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' takes CUDA when present.")
+    amp: bool = Field(True, description="Mixed precision (bf16) on CUDA; ignored on CPU.")
+
+
+class InferConfig(Section):
+    tta: list[str] = Field(["identity", "hflip"], min_length=1, description="Candidate TTA views (see medal.tta.VIEWS).")
+    tta_select: Literal["greedy", "fixed"] = Field("greedy", description="'greedy' keeps a view only if it raises the OOF metric; 'fixed' uses every view listed.")
+    batch_size: int = Field(64, ge=1, description="Images per inference batch.")
+
+
+class BlendConfig(Section):
+    experiments: list[str] = Field([], description="Experiment names to blend (outputs/<competition>/<name>).")
+    method: Literal["mean"] = Field("mean", description="How the models' probabilities are combined.")
+    submission_name: str = Field("submission", description="Writes <submission_dir>/<submission_name>.csv.")
+    submission_dir: Path = Field(Path("submissions"), description="Folder for blended submission files.")
+
+
+class Config(Section):
+    name: str = Field(description="Experiment name; outputs go to <output_dir>/<competition>/<name> (required).")
+    seed: int = Field(42, description="Seed for training and augmentation.")
+    metric: Literal["accuracy", "f1_macro", "f1_micro", "log_loss", "roc_auc"] = Field("accuracy", description="Competition metric used for CV, checkpoints, TTA and blend.")
+    output_dir: Path = Field(Path("outputs"), description="Root of every stage's output.")
+    data: DataConfig
+    clean: CleanConfig = CleanConfig()
+    folds: FoldsConfig = FoldsConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    infer: InferConfig = InferConfig()
+    blend: BlendConfig = BlendConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, value: str) -> str:
+        if not value or "/" in value or value in {".", ".."}:
+            raise ValueError("must be a plain folder name")
+        return value
+
+    @property
+    def data_dir(self) -> Path:
+        """Outputs shared by every experiment of one competition (clean, folds)."""
+        return self.output_dir / self.data.competition
+
+    @property
+    def exp_dir(self) -> Path:
+        return self.data_dir / self.name
+
+    def fold_dir(self, fold: int) -> Path:
+        return self.exp_dir / f"fold{fold}"
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read `path` (following `base:` links), apply `key=value` overrides, validate."""
+    path = Path(path)
+    raw = _read_with_bases(path, seen=())
+    for item in overrides or []:
+        _apply_override(raw, item)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, path)) from None
+
+
+def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    if path.resolve() in seen:
+        raise ConfigError(f"config {path} inherits from itself through 'base'")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a mapping of keys, not {type(raw).__name__}")
+    # Only `base` is relative to the file; data paths are relative to the
+    # working directory, like every other path a stage reads or writes.
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    parent = _read_with_bases(path.parent / base, seen + (path.resolve(),))
+    return _merge(parent, raw)
+
+
+def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(parent)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} must look like key=value, e.g. train.lr=3e-4")
+    value = yaml.safe_load(text) if text else None
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def _describe(err: ValidationError, path: Path) -> str:
+    lines = [f"invalid config {path}:"]
+    for problem in err.errors():
+        key = ".".join(str(p) for p in problem["loc"])
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key{_suggest(problem['loc'])}")
+        elif problem["type"] == "missing":
+            lines.append(f"  {key}: required value is missing")
+        else:
+            lines.append(f"  {key}: {problem['msg']} (got {problem.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _suggest(loc: tuple) -> str:
+    model: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def describe_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """One help line per config key: dotted name, default and description."""
+    lines = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            lines.extend(describe_keys(annotation, f"{prefix}{name}."))
+            continue
+        default = "required" if field.is_required() else f"default {field.default!r}"
+        lines.append(f"  {prefix}{name} ({default}): {field.description or ''}")
+    return lines
+
+
+def config_snapshot(cfg: Config) -> str:
+    """The resolved config as YAML, for saving beside every output."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
