@@ -20,12 +20,23 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message names the file and the key."""
 
 
+def _registered(module: str, registry: str, value: str) -> str:
+    """Refuse a name that the registry `module.registry` does not hold; imported lazily to keep
+    `medal --help` fast."""
+    import importlib
+
+    names = getattr(importlib.import_module(f"medal.{module}"), registry)
+    if value not in names:
+        raise ValueError(f"{value!r} is not one of {sorted(names)}")
+    return value
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class DataConfig(Section):
-    root: Path = Field(description="Kaggle-style competition folder (required).")
+    root: Path = Field(description="Kaggle-style competition folder.")
     name: str | None = Field(None, description="Short name for outputs; defaults to the root folder's name.")
     train_csv: str = Field("train.csv", description="CSV of training rows, relative to root.")
     train_dir: str = Field("train", description="Folder of training images, relative to root.")
@@ -52,9 +63,14 @@ class CleanConfig(Section):
 
 
 class FoldsConfig(Section):
-    strategy: Literal["stratified"] = Field("stratified", description="Fold strategy.")
+    strategy: str = Field("stratified", description="Fold strategy (medal.folds.STRATEGIES).")
     n_folds: int = Field(5, ge=2, description="Number of folds (k).")
     seed: int = Field(42, description="Seed of the fold shuffle, recorded in folds.json.")
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        return _registered("folds", "STRATEGIES", value)
 
 
 class ModelConfig(Section):
@@ -73,29 +89,46 @@ class TrainConfig(Section):
     warmup_epochs: float = Field(0.0, ge=0, description="Linear warmup length in epochs before the cosine decay.")
     min_lr: float = Field(1e-6, ge=0, description="Learning rate at the end of the cosine.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing.")
-    augment: str = Field("light", description="Augmentation preset (see medal.augment.PRESETS).")
+    augment: str = Field("light", description="Augmentation preset: none, light (no flips), flips, photo (medal.augment.PRESETS).")
     num_workers: int = Field(2, ge=0, description="DataLoader worker processes; 0 loads in the main process.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' takes CUDA when present.")
     amp: bool = Field(True, description="Mixed precision (bf16) on CUDA; ignored on CPU.")
 
+    @field_validator("augment")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        return _registered("augment", "PRESETS", value)
+
 
 class InferConfig(Section):
-    tta: list[str] = Field(["identity", "hflip"], min_length=1, description="Candidate TTA views (see medal.tta.VIEWS).")
+    tta: list[str] = Field(["identity", "hflip"], min_length=1, description="Candidate TTA views: identity, hflip, vflip, transpose (medal.tta.VIEWS).")
     tta_select: Literal["greedy", "fixed"] = Field("greedy", description="'greedy' keeps a view only if it raises the OOF metric; 'fixed' uses every view listed.")
     batch_size: int = Field(64, ge=1, description="Images per inference batch.")
+
+    @field_validator("tta")
+    @classmethod
+    def _known_views(cls, value: list[str]) -> list[str]:
+        for name in value:
+            _registered("tta", "VIEWS", name)
+        return value
 
 
 class BlendConfig(Section):
     experiments: list[str] = Field([], description="Experiment names to blend (outputs/<competition>/<name>).")
-    method: Literal["mean"] = Field("mean", description="How the models' probabilities are combined.")
+    method: str = Field("mean", description="How the models' probabilities are combined (medal.blend.METHODS).")
     submission_name: str = Field("submission", description="Writes <submission_dir>/<submission_name>.csv.")
     submission_dir: Path = Field(Path("submissions"), description="Folder for blended submission files.")
 
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        return _registered("blend", "METHODS", value)
+
 
 class Config(Section):
-    name: str = Field(description="Experiment name; outputs go to <output_dir>/<competition>/<name> (required).")
+    name: str = Field(description="Experiment name; outputs go to <output_dir>/<competition>/<name>.")
     seed: int = Field(42, description="Seed for training and augmentation.")
-    metric: Literal["accuracy", "f1_macro", "f1_micro", "log_loss", "roc_auc"] = Field("accuracy", description="Competition metric used for CV, checkpoints, TTA and blend.")
+    metric: str = Field("accuracy", description="Competition metric for CV, checkpoints, TTA and blend: accuracy, f1_macro, f1_micro, log_loss, roc_auc (medal.metrics.METRICS).")
     output_dir: Path = Field(Path("outputs"), description="Root of every stage's output.")
     data: DataConfig
     clean: CleanConfig = CleanConfig()
@@ -104,6 +137,11 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     infer: InferConfig = InferConfig()
     blend: BlendConfig = BlendConfig()
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        return _registered("metrics", "METRICS", value)
 
     @field_validator("name")
     @classmethod
@@ -190,7 +228,8 @@ def _describe(err: ValidationError, path: Path) -> str:
         elif problem["type"] == "missing":
             lines.append(f"  {key}: required value is missing")
         else:
-            lines.append(f"  {key}: {problem['msg']} (got {problem.get('input')!r})")
+            message = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"  {key}: {message} (got {problem.get('input')!r})")
     return "\n".join(lines)
 
 
@@ -214,7 +253,8 @@ def describe_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             lines.extend(describe_keys(annotation, f"{prefix}{name}."))
             continue
-        default = "required" if field.is_required() else f"default {field.default!r}"
+        shown = str(field.default) if isinstance(field.default, Path) else repr(field.default)
+        default = "required" if field.is_required() else f"default {shown}"
         lines.append(f"  {prefix}{name} ({default}): {field.description or ''}")
     return lines
 

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
-from medal.config import Config
-from medal.io import read_csv, write_csv, write_json
+from medal.config import Config, config_snapshot
+from medal.io import read_csv, write_csv, write_json, write_text
 from medal.log import get_logger
 
 
@@ -39,6 +39,7 @@ def run_folds(cfg: Config) -> pd.DataFrame:
     table = read_csv(clean_path, "clean file", [d.id_col, d.label_col], [d.id_col, d.label_col])
     table["fold"] = STRATEGIES[cfg.folds.strategy](table, cfg)
     write_csv(cfg.data_dir / "folds.csv", table)
+    write_text(cfg.data_dir / "folds_config.yaml", config_snapshot(cfg))
     counts = pd.crosstab(table[d.label_col], table["fold"])
     write_json(cfg.data_dir / "folds.json", {
         "strategy": cfg.folds.strategy,

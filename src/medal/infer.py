@@ -22,7 +22,7 @@ from medal.models import build_model, normalisation
 from medal.predict import predict_views
 from medal.predictions import prediction_frame
 from medal.runtime import make_loader, pick_device
-from medal.tta import VIEWS, check_views, select_greedy
+from medal.tta import VIEWS, select_greedy
 
 
 def load_fold_model(cfg: Config, fold: int, classes: list[str], device: torch.device) -> torch.nn.Module:
@@ -40,7 +40,6 @@ def load_fold_model(cfg: Config, fold: int, classes: list[str], device: torch.de
 
 def run_infer(cfg: Config) -> dict:
     """Write oof_tta.csv, test_pred.csv and tta.json for the experiment; return the TTA report."""
-    check_views(cfg.infer.tta)
     log = get_logger()
     device = pick_device(cfg.train.device)
     table = read_folds(cfg)

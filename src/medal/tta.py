@@ -18,12 +18,6 @@ VIEWS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def check_views(names: list[str]) -> None:
-    unknown = [n for n in names if n not in VIEWS]
-    if unknown:
-        raise ValueError(f"infer.tta has unknown view(s) {unknown}; known views: {sorted(VIEWS)}")
-
-
 def select_greedy(view_probs: dict[str, np.ndarray], evaluate: Callable[[np.ndarray], float],
                   higher_is_better: bool) -> list[str]:
     """Forward selection on OOF: start from identity and add the best view only while the mean improves."""
