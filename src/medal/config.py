@@ -32,7 +32,8 @@ def _registered(module: str, registry: str, value: str) -> str:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # coerce_numbers_to_str: `name=2024` on the command line is YAML's int 2024, meant as a name.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
 
 class DataConfig(Section):

@@ -34,12 +34,12 @@ def is_truncated(fmt: str | None, data: bytes) -> bool:
 
     Decoders often fill a cut-off image with grey instead of failing, so the
     file's end is checked directly. EOI (FFD9) cannot occur inside JPEG entropy
-    data, and some writers pad after it, hence the search in the tail.
+    data, and some writers pad after the end marker, hence the search in the tail.
     """
     if fmt == "jpeg":
         return data.rfind(b"\xff\xd9", max(0, len(data) - 4096)) < 0
     if fmt == "png":
-        return b"IEND" not in data[-16:]
+        return data.rfind(b"IEND", max(0, len(data) - 4096)) < 0
     return False
 
 

@@ -80,6 +80,9 @@ def score_submission(path: Path, solution_path: Path, id_col: str, label_col: st
     """Score a label- or probability-format submission against a solution file with `label_col`."""
     sub = read_csv(path, "submission", [id_col], [id_col, label_col])
     truth = read_csv(solution_path, "solution", [id_col, label_col], [id_col, label_col])
+    if label_col not in sub.columns and set(classes) - set(sub.columns):
+        raise SubmissionError(f"submission {path} has neither a {label_col!r} column nor the class columns "
+                              f"{sorted(set(classes) - set(sub.columns))}")
     merged = truth.merge(sub, on=id_col, how="left", suffixes=("_true", ""), validate="one_to_one")
     index = {c: i for i, c in enumerate(classes)}
     targets = merged[f"{label_col}_true" if label_col in sub.columns else label_col].map(index)

@@ -54,10 +54,10 @@ def run_train(cfg: Config, fold: int | None = None) -> dict[int, float]:
     log = get_logger()
     table = read_folds(cfg)
     classes = class_names(table[cfg.data.label_col])
-    write_text(cfg.exp_dir / "config.yaml", config_snapshot(cfg))
     n_folds = int(table["fold"].max()) + 1
     if fold is not None and not 0 <= fold < n_folds:
         raise ValueError(f"--fold {fold} is out of range: folds.csv has folds 0..{n_folds - 1}")
+    write_text(cfg.exp_dir / "config.yaml", config_snapshot(cfg))
     scores = {k: train_fold(cfg, table, classes, k) for k in ([fold] if fold is not None else range(n_folds))}
     if all((cfg.fold_dir(k) / "oof.csv").is_file() for k in range(n_folds)):
         write_full_oof(cfg, classes, n_folds)
@@ -179,13 +179,23 @@ class FoldTrainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "epoch": epoch, "best_score": self.best_score,
             "best_epoch": self.best_epoch, "history": self.history, "torch_rng": torch.get_rng_state(),
+            "recipe": self._recipe(),
         })
+
+    def _recipe(self) -> dict:
+        """The config values a resumed run must share with the run that wrote last.pt."""
+        keep = {"epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "min_lr", "label_smoothing", "augment", "image_size"}
+        return {"model": self.cfg.model.model_dump(mode="json"), "seed": self.cfg.seed,
+                "train": {k: v for k, v in self.cfg.train.model_dump(mode="json").items() if k in keep}}
 
     def _resume(self) -> None:
         path = self.out / "last.pt"
         if not path.is_file():
             return
         state = torch.load(path, map_location=self.device, weights_only=True)
+        if state.get("recipe") != self._recipe():
+            raise ValueError(f"{path} was written by a different recipe ({_difference(state.get('recipe'), self._recipe())}); "
+                             f"resuming would mix two runs. Restore the config, or delete {self.out} to start the fold again")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -193,3 +203,20 @@ class FoldTrainer:
         self.start_epoch = state["epoch"] + 1
         self.best_score, self.best_epoch, self.history = state["best_score"], state["best_epoch"], state["history"]
         get_logger().info("%s fold %d: resuming after epoch %d from %s", self.cfg.name, self.fold, self.start_epoch, path)
+
+
+def _difference(old: dict | None, new: dict) -> str:
+    """The keys whose values differ between two recipes, as `key: old -> new`."""
+    before, after = _flatten(old or {}), _flatten(new)
+    return ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}"
+                     for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k))
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -1,0 +1,168 @@
+"""Shared fixtures: a tiny demo competition and one pipeline run through the CLI, built once per session.
+
+Every path a config names is absolute and under pytest's tmp folders, so the
+suite does not depend on the working directory and never writes into the repo.
+"""
+from __future__ import annotations
+
+import os
+
+# Before anything imports albumentations: no update check over the network.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import contextlib  # noqa: E402
+import io  # noqa: E402
+import logging  # noqa: E402
+import shutil  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from medal.config import Config, load_config  # noqa: E402
+from medal.log import LOGGER_NAME  # noqa: E402
+
+# The session pipeline: small enough for two CPU cores, long enough to learn digits.
+PER_CLASS = 30
+IMAGE_SIZE = 16
+EPOCHS = 6
+N_FOLDS = 2
+EXPERIMENTS = {"tiny_resnet": "test_resnet", "tiny_effnet": "test_efficientnet"}
+TTA = ["identity", "hflip", "vflip"]
+
+
+def reset_medal_logging() -> None:
+    """Drop the CLI's log handler so the next `main()` binds a fresh one to the current stderr."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging():
+    reset_medal_logging()
+    yield
+    reset_medal_logging()
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+# Small real image files, encoded with OpenCV and PIL.
+
+
+def noise(height: int = 64, width: int = 64, channels: int = 3, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    return rng.integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def encode(image: np.ndarray, ext: str) -> bytes:
+    ok, buffer = cv2.imencode(ext, image)
+    assert ok, ext
+    return buffer.tobytes()
+
+
+def png(image: np.ndarray | None = None) -> bytes:
+    return encode(noise() if image is None else image, ".png")
+
+
+def jpeg(image: np.ndarray | None = None) -> bytes:
+    return encode(noise() if image is None else image, ".jpg")
+
+
+def gif(rgb: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="GIF")
+    return buffer.getvalue()
+
+
+@dataclass
+class Pipeline:
+    """Where the session pipeline put everything, and what each CLI stage returned."""
+    root: Path                    # the demo competition (train/, test/, train.csv, ...)
+    out: Path                     # output_dir
+    submissions: Path             # blend.submission_dir
+    configs: dict[str, Path]      # experiment name -> YAML file
+    codes: dict[str, int] = field(default_factory=dict)   # stage -> CLI exit code
+    stdout: dict[str, str] = field(default_factory=dict)  # stage -> what it printed
+
+    def cfg(self, name: str = "tiny_resnet", *overrides: str) -> Config:
+        return load_config(self.configs[name], list(overrides))
+
+    @property
+    def data_dir(self) -> Path:
+        return self.out / self.root.name
+
+    @property
+    def submission(self) -> Path:
+        return self.submissions / "e2e.csv"
+
+    def copy_outputs(self, dest: Path) -> Path:
+        """A private copy of output_dir for tests that modify outputs; returns the new output_dir."""
+        shutil.copytree(self.out, dest)
+        return dest
+
+
+def _cli(pipeline: Pipeline, stage: str, argv: list[str]) -> None:
+    from medal.cli import main
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        pipeline.codes[stage] = main(argv)
+    pipeline.stdout[stage] = buffer.getvalue()
+    reset_medal_logging()
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory) -> Pipeline:
+    """demo -> clean -> folds -> train x2 -> infer x2 -> blend -> check -> score, all via `medal.cli.main`.
+
+    Stages that fail leave their exit code in `codes`; later stages still run so
+    that tests report the first broken stage rather than a fixture error.
+    """
+    base = tmp_path_factory.mktemp("pipeline")
+    root, out, subs = base / "demo", base / "outputs", base / "submissions"
+    shared = {
+        "seed": 42,
+        "metric": "accuracy",
+        "output_dir": str(out),
+        "data": {"root": str(root), "image_ext": ".png"},
+        "folds": {"n_folds": N_FOLDS, "seed": 42},
+        "train": {"image_size": IMAGE_SIZE, "epochs": EPOCHS, "batch_size": 16, "lr": 3.0e-3,
+                  "warmup_epochs": 0.0, "num_workers": 0, "device": "cpu", "augment": "light"},
+        "infer": {"tta": TTA, "tta_select": "greedy", "batch_size": 64},
+        "blend": {"experiments": list(EXPERIMENTS), "submission_name": "e2e", "submission_dir": str(subs)},
+    }
+    cfg_dir = base / "configs"
+    write_yaml(cfg_dir / "base.yaml", shared)
+    # Head dropout draws from torch's global RNG, so resume must restore it to match an uninterrupted run.
+    configs = {name: write_yaml(cfg_dir / f"{name}.yaml", {"base": "base.yaml", "name": name,
+                                                           "model": {"backbone": backbone, "drop_rate": 0.1}})
+               for name, backbone in EXPERIMENTS.items()}
+    p = Pipeline(root=root, out=out, submissions=subs, configs=configs)
+    first = str(configs["tiny_resnet"])
+    _cli(p, "demo", ["demo", "--out", str(root), "--size", str(IMAGE_SIZE), "--per-class", str(PER_CLASS)])
+    _cli(p, "clean", ["clean", "-c", first])
+    _cli(p, "folds", ["folds", "-c", first])
+    for name, path in configs.items():
+        _cli(p, f"train:{name}", ["train", "-c", str(path)])
+        _cli(p, f"infer:{name}", ["infer", "-c", str(path)])
+    _cli(p, "blend", ["blend", "-c", first])
+    _cli(p, "check-submission", ["check-submission", str(p.submission), "-c", first])
+    _cli(p, "score", ["score", str(p.submission), "--solution", str(root / "solution.csv"), "-c", first])
+    return p
+
+
+@pytest.fixture(scope="session")
+def classes(pipeline) -> list[str]:
+    from medal.data import class_names, read_folds
+
+    return class_names(read_folds(pipeline.cfg())["label"])

@@ -1,0 +1,177 @@
+"""clean: every training row ends in clean.csv or dropped.csv, each drop with the right reason."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import jpeg, noise, png, write_yaml
+
+from medal.clean import REASONS, run_clean
+from medal.config import Config, load_config
+from medal.demo import PLANTED
+from medal.io import read_csv
+
+
+def competition(tmp_path: Path, rows: list[tuple[str, str]], files: dict[str, bytes], *overrides: str) -> Config:
+    """A Kaggle-style folder with train.csv (image_id,label; ids carry the extension) and train/ files."""
+    root = tmp_path / "comp"
+    (root / "train").mkdir(parents=True)
+    for name, data in files.items():
+        (root / "train" / name).write_bytes(data)
+    pd.DataFrame(rows, columns=["image_id", "label"]).to_csv(root / "train.csv", index=False)
+    config = write_yaml(tmp_path / "c.yaml", {"name": "x", "output_dir": str(tmp_path / "out"), "data": {"root": str(root)}})
+    return load_config(config, list(overrides))
+
+
+def reason_of(tmp_path, rows, files, image_id, *overrides) -> str | None:
+    """The reason clean gives for `image_id` (None when kept), with one good image beside it."""
+    kept, dropped = run_clean(competition(tmp_path, [("good.png", "a"), *rows], {"good.png": png(), **files}, *overrides))
+    assert "good.png" in set(kept["image_id"])
+    hits = dropped.loc[dropped["image_id"] == image_id, "reason"].tolist()
+    return hits[0] if hits else None
+
+
+# The demo competition, as cleaned by the session pipeline.
+
+@pytest.fixture(scope="module")
+def demo_clean(pipeline):
+    d = pipeline.data_dir
+    train = pd.read_csv(pipeline.root / "train.csv", dtype=str, keep_default_na=False)
+    clean = read_csv(d / "clean.csv", "clean", ["image_id", "label"], ["image_id", "label"])
+    dropped = read_csv(d / "dropped.csv", "dropped", ["image_id", "label", "reason", "detail"], ["image_id", "label"])
+    return train, clean, dropped
+
+
+def test_clean_stage_exits_0(pipeline):
+    assert pipeline.codes["clean"] == 0
+
+
+def test_demo_clean_drops_exactly_the_planted_files_with_their_reasons(demo_clean):
+    _, _, dropped = demo_clean
+    assert dict(zip(dropped["image_id"], dropped["reason"])) == {i: reason for i, _, reason in PLANTED}
+
+
+def test_demo_clean_and_dropped_together_hold_every_train_row_once(demo_clean):
+    train, clean, dropped = demo_clean
+    together = pd.concat([clean[["image_id", "label"]], dropped[["image_id", "label"]]])
+    assert len(together) == len(train)
+    assert sorted(map(tuple, together.to_numpy())) == sorted(map(tuple, train[["image_id", "label"]].to_numpy()))
+
+
+def test_demo_clean_keeps_the_csv_row_order(demo_clean):
+    train, clean, _ = demo_clean
+    planted = {i for i, _, _ in PLANTED}
+    assert clean["image_id"].tolist() == [i for i in train["image_id"] if i not in planted]
+
+
+def test_demo_clean_report_counts_match_the_files(pipeline, demo_clean):
+    train, clean, _ = demo_clean
+    report = json.loads((pipeline.data_dir / "clean_report.json").read_text())
+    assert report == {"rows": len(train), "kept": len(clean), "dropped": 3,
+                      "by_reason": {"truncated": 1, "empty_file": 1, "not_an_image": 1}}
+
+
+def test_demo_dropped_rows_carry_a_detail_naming_the_file(demo_clean):
+    _, _, dropped = demo_clean
+    for image_id, detail in zip(dropped["image_id"], dropped["detail"]):
+        assert f"{image_id}.png" in detail
+
+
+# One case at a time, in a competition made by the test.
+
+def test_missing_file_is_dropped_as_missing_file(tmp_path):
+    assert reason_of(tmp_path, [("ghost.png", "a")], {}, "ghost.png") == "missing_file"
+
+
+def test_duplicate_id_keeps_the_first_row_and_drops_the_repeat(tmp_path):
+    cfg = competition(tmp_path, [("a.png", "cat"), ("b.png", "dog"), ("a.png", "bird")],
+                      {"a.png": png(), "b.png": png()})
+    kept, dropped = run_clean(cfg)
+    assert list(zip(kept["image_id"], kept["label"])) == [("a.png", "cat"), ("b.png", "dog")]
+    assert list(zip(dropped["image_id"], dropped["label"], dropped["reason"])) == [("a.png", "bird", "duplicate_id")]
+
+
+def test_empty_label_is_dropped_as_missing_label(tmp_path):
+    assert reason_of(tmp_path, [("nolabel.png", "")], {"nolabel.png": png()}, "nolabel.png") == "missing_label"
+
+
+def test_empty_file_is_dropped_as_empty_file(tmp_path):
+    assert reason_of(tmp_path, [("e.png", "a")], {"e.png": b""}, "e.png") == "empty_file"
+
+
+def test_text_file_is_dropped_as_not_an_image(tmp_path):
+    assert reason_of(tmp_path, [("t.jpg", "a")], {"t.jpg": b"<html>404</html>"}, "t.jpg") == "not_an_image"
+
+
+def test_jpeg_cut_in_half_is_dropped_as_truncated(tmp_path):
+    data = jpeg()
+    assert reason_of(tmp_path, [("cut.jpg", "a")], {"cut.jpg": data[: len(data) // 2]}, "cut.jpg") == "truncated"
+
+
+def test_png_signature_with_garbage_is_dropped_as_corrupt(tmp_path):
+    data = b"\x89PNG\r\n\x1a\n" + b"garbage" * 20 + b"\x00\x00\x00\x00IEND\xaeB`\x82"
+    assert reason_of(tmp_path, [("bad.png", "a")], {"bad.png": data}, "bad.png") == "corrupt"
+
+
+def test_one_pixel_image_is_degenerate_at_min_side_2(tmp_path):
+    assert reason_of(tmp_path, [("dot.png", "a")], {"dot.png": png(noise(1, 1))}, "dot.png", "clean.min_side=2") == "degenerate"
+
+
+def test_one_pixel_image_is_kept_at_min_side_1(tmp_path):
+    assert reason_of(tmp_path, [("dot.png", "a")], {"dot.png": png(noise(1, 1))}, "dot.png", "clean.min_side=1") is None
+
+
+def test_thin_image_is_degenerate_by_its_shorter_side(tmp_path):
+    assert reason_of(tmp_path, [("line.png", "a")], {"line.png": png(noise(1, 50))}, "line.png", "clean.min_side=2") == "degenerate"
+
+
+def test_greyscale_png_is_kept(tmp_path):
+    assert reason_of(tmp_path, [("grey.png", "a")], {"grey.png": png(noise(8, 8, channels=1))}, "grey.png") is None
+
+
+def test_rgba_png_is_kept(tmp_path):
+    assert reason_of(tmp_path, [("rgba.png", "a")], {"rgba.png": png(noise(8, 8, channels=4))}, "rgba.png") is None
+
+
+def test_complete_jpeg_is_kept(tmp_path):
+    assert reason_of(tmp_path, [("ok.jpg", "a")], {"ok.jpg": jpeg()}, "ok.jpg") is None
+
+
+def test_labels_that_look_like_missing_values_are_kept(tmp_path):
+    cfg = competition(tmp_path, [("a.png", "NA"), ("b.png", "None"), ("c.png", "nan")],
+                      {"a.png": png(), "b.png": png(), "c.png": png()})
+    kept, dropped = run_clean(cfg)
+    assert kept["label"].tolist() == ["NA", "None", "nan"] and dropped.empty
+
+
+def test_image_ext_is_appended_to_ids(tmp_path):
+    cfg = competition(tmp_path, [("a", "x"), ("b", "y")], {"a.png": png()}, "data.image_ext=.png")
+    kept, dropped = run_clean(cfg)
+    assert kept["image_id"].tolist() == ["a"]
+    assert dropped[["image_id", "reason"]].to_numpy().tolist() == [["b", "missing_file"]]
+
+
+def test_every_reason_in_dropped_csv_is_documented(tmp_path):
+    cfg = competition(tmp_path, [("a.png", "x"), ("a.png", "x"), ("b.png", ""), ("c.png", "x"), ("d.png", "x")],
+                      {"a.png": png(), "b.png": png(), "d.png": b""})
+    run_clean(cfg)
+    dropped = pd.read_csv(cfg.data_dir / "dropped.csv")
+    assert sorted(dropped["reason"]) == ["duplicate_id", "empty_file", "missing_file", "missing_label"]
+    assert set(dropped["reason"]) <= set(REASONS)
+    report = (cfg.data_dir / "clean_report.md").read_text()
+    for reason in dropped["reason"]:
+        assert f"| {reason} | 1 | {REASONS[reason]} |" in report
+
+
+def test_clean_writes_its_resolved_config(tmp_path):
+    cfg = competition(tmp_path, [("a.png", "x")], {"a.png": png()}, "clean.min_side=3")
+    run_clean(cfg)
+    assert "min_side: 3" in (cfg.data_dir / "clean_config.yaml").read_text()
+
+
+def test_training_csv_without_the_label_column_is_refused_naming_it(tmp_path):
+    cfg = competition(tmp_path, [("a.png", "x")], {"a.png": png()}, "data.label_col=species")
+    with pytest.raises(ValueError, match=r"train.csv lacks column\(s\) \['species'\]"):
+        run_clean(cfg)
