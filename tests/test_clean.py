@@ -69,7 +69,8 @@ def test_demo_clean_keeps_the_csv_row_order(demo_clean):
 def test_demo_clean_report_counts_match_the_files(pipeline, demo_clean):
     train, clean, _ = demo_clean
     report = json.loads((pipeline.data_dir / "clean_report.json").read_text())
-    assert report == {"rows": len(train), "kept": len(clean), "dropped": 3,
+    counts = {key: report[key] for key in ("rows", "kept", "dropped", "by_reason")}
+    assert counts == {"rows": len(train), "kept": len(clean), "dropped": 3,
                       "by_reason": {"truncated": 1, "empty_file": 1, "not_an_image": 1}}
 
 
@@ -87,7 +88,7 @@ def test_missing_file_is_dropped_as_missing_file(tmp_path):
 
 def test_duplicate_id_keeps_the_first_row_and_drops_the_repeat(tmp_path):
     cfg = competition(tmp_path, [("a.png", "cat"), ("b.png", "dog"), ("a.png", "bird")],
-                      {"a.png": png(), "b.png": png()})
+                      {"a.png": png(noise(seed=1)), "b.png": png(noise(seed=2))})
     kept, dropped = run_clean(cfg)
     assert list(zip(kept["image_id"], kept["label"])) == [("a.png", "cat"), ("b.png", "dog")]
     assert list(zip(dropped["image_id"], dropped["label"], dropped["reason"])) == [("a.png", "bird", "duplicate_id")]
@@ -141,7 +142,7 @@ def test_complete_jpeg_is_kept(tmp_path):
 
 def test_labels_that_look_like_missing_values_are_kept(tmp_path):
     cfg = competition(tmp_path, [("a.png", "NA"), ("b.png", "None"), ("c.png", "nan")],
-                      {"a.png": png(), "b.png": png(), "c.png": png()})
+                      {"a.png": png(noise(seed=1)), "b.png": png(noise(seed=2)), "c.png": png(noise(seed=3))})
     kept, dropped = run_clean(cfg)
     assert kept["label"].tolist() == ["NA", "None", "nan"] and dropped.empty
 
@@ -175,3 +176,62 @@ def test_training_csv_without_the_label_column_is_refused_naming_it(tmp_path):
     cfg = competition(tmp_path, [("a.png", "x")], {"a.png": png()}, "data.label_col=species")
     with pytest.raises(ValueError, match=r"train.csv lacks column\(s\) \['species'\]"):
         run_clean(cfg)
+
+
+# Accounting: every input row, whatever happens to it, is in exactly one output.
+
+def every_kind_of_row() -> tuple[list[tuple[str, str, str]], dict[str, bytes]]:
+    """Rows (id, label, batch) covering every reason, with text that must survive unchanged."""
+    good = {f"ok{i:02d}.png": png(noise(seed=i)) for i in range(30)}
+    cut = png(noise(seed=40))
+    twin = png(noise(seed=41))
+    files = {**good, "cut.png": cut[: len(cut) // 2], "empty.png": b"", "text.png": b"hello", "twin1.png": twin,
+             "twin2.png": twin, "tiny.png": png(noise(1, 1)), "label.png": png(noise(seed=42))}
+    rows = [(name, "ab"[i % 2], f"00{i % 3}") for i, name in enumerate(good)]
+    rows += [("cut.png", "a", "007"), ("empty.png", "b", "007"), ("text.png", "a", "08"), ("ghost.png", "b", "09"),
+             ("twin1.png", "a", "1.50"), ("twin2.png", "b", "1.50"), ("tiny.png", "a", ""), ("label.png", "", "x"),
+             ("ok00.png", "b", "dup"), ("ok01.png", "a", "dup")]
+    return rows, files
+
+
+def test_clean_and_dropped_together_equal_the_input_row_for_row(tmp_path):
+    rows, files = every_kind_of_row()
+    root = tmp_path / "comp"
+    (root / "train").mkdir(parents=True)
+    for name, data in files.items():
+        (root / "train" / name).write_bytes(data)
+    pd.DataFrame(rows, columns=["image_id", "label", "batch"]).to_csv(root / "train.csv", index=False)
+    cfg = load_config(write_yaml(tmp_path / "c.yaml", {"name": "x", "output_dir": str(tmp_path / "out"),
+                                                       "data": {"root": str(root)}}))
+    run_clean(cfg)
+    text = {"dtype": str, "keep_default_na": False}
+    source = pd.read_csv(root / "train.csv", **text)
+    clean = pd.read_csv(cfg.data_dir / "clean.csv", **text)
+    dropped = pd.read_csv(cfg.data_dir / "dropped.csv", **text)
+    assert list(clean.columns) == ["image_id", "label", "batch"]
+    assert list(dropped.columns) == ["image_id", "label", "batch", "reason", "detail"]
+    together = [tuple(r) for r in pd.concat([clean, dropped[clean.columns]]).to_numpy()]
+    assert sorted(together) == sorted(tuple(r) for r in source.to_numpy())  # same rows, same text ("007", "1.50")
+    # Each output keeps the input's order.
+    for part in (clean, dropped):
+        lines = [next(i for i, row in enumerate(source.itertuples(index=False)) if tuple(row) == tuple(r))
+                 for r in part[clean.columns].itertuples(index=False)]
+        assert lines == sorted(lines)
+    assert sorted(dropped["reason"]) == sorted(["truncated", "empty_file", "not_an_image", "missing_file",
+                                                "duplicate_conflict", "duplicate_conflict", "degenerate",
+                                                "missing_label", "duplicate_id", "duplicate_id"])
+
+
+def test_parallel_scan_writes_the_same_files_as_one_process(tmp_path):
+    rows, files = every_kind_of_row()
+    rows += [(f"more{i:02d}.png", "ab"[i % 2], "") for i in range(40)]  # enough rows for several chunks
+    files.update({f"more{i:02d}.png": png(noise(seed=100 + i)) for i in range(40)})
+    outputs = {}
+    for workers in (1, 2):
+        cfg = competition(tmp_path / f"w{workers}", [r[:2] for r in rows], files, f"clean.workers={workers}")
+        run_clean(cfg)
+        outputs[workers] = {name: (cfg.data_dir / name).read_bytes()
+                            for name in ("clean.csv", "dropped.csv", "findings.csv", "duplicates.csv")}
+    one = {k: v.replace(str(tmp_path / "w1").encode(), b"") for k, v in outputs[1].items()}
+    two = {k: v.replace(str(tmp_path / "w2").encode(), b"") for k, v in outputs[2].items()}
+    assert one == two

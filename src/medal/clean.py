@@ -1,100 +1,148 @@
-"""clean: decode every training image and account for every row, kept or dropped with a reason."""
+"""clean: decode every training image and account for every row, kept or dropped with a reason.
+
+Checks run in order: the row's text (label, repeated id), the file (present,
+readable, an image, complete, decodable), the image against its peers (size,
+aspect, blank), and duplicates (exact and near, label conflicts). Each finding
+has a reason code (`REASONS`); the config's policy drops or keeps it. Source
+files are only read. Outputs, under <output_dir>/<competition>/: clean.csv,
+dropped.csv (reason, detail), findings.csv (every finding, kept ones too, and
+unlisted files), duplicates.csv, clean_report.md and clean_report.json.
+"""
 from __future__ import annotations
 
-from collections import Counter
-from pathlib import Path
+import os
+import time
 
+import numpy as np
 import pandas as pd
 
-from medal.config import Config, config_snapshot
-from medal.data import image_path, read_train_table
-from medal.decode import decode_rgb, is_truncated, sniff_format
-from medal.io import write_csv, write_json, write_text
-from medal.log import get_logger, progress
+from medal.clean_checks import (
+    ALWAYS_DROP,
+    REASONS,
+    Finding,
+    image_findings,
+    label_findings,
+    split_labels,
+)
+from medal.clean_report import write_reports
+from medal.config import Config
+from medal.data import cache_spec, read_sample_submission, read_train_table, source_path
+from medal.duplicates import find_duplicates
+from medal.image_cache import cached_file
+from medal.log import get_logger
+from medal.scan import FileScan, ScanJob, scan_files
 
-# Reason codes, each with the sentence the report uses for it.
-REASONS = {
-    "missing_label": "the label is empty",
-    "duplicate_id": "the id appears more than once in the CSV (first row kept)",
-    "missing_file": "the CSV lists a file that does not exist",
-    "empty_file": "the file has zero bytes",
-    "not_an_image": "the file's bytes are not any image format",
-    "truncated": "the file is cut short",
-    "corrupt": "the file has an image signature but cannot be decoded",
-    "degenerate": "the image is smaller than clean.min_side on a side",
-}
-
-
-def check_image(path: Path, min_side: int) -> tuple[str, str] | None:
-    """(reason, detail) when the image at `path` is unusable, else None."""
-    if not path.is_file():
-        return "missing_file", f"{path} not found"
-    data = path.read_bytes()
-    if not data:
-        return "empty_file", f"{path} is 0 bytes"
-    fmt = sniff_format(data)
-    if is_truncated(fmt, data):
-        return "truncated", f"{path} ({fmt}, {len(data)} bytes) has no end marker"
-    image = decode_rgb(data)
-    if image is None:
-        if fmt is None:
-            return "not_an_image", f"{path} starts with {data[:8]!r}"
-        return "corrupt", f"{path} ({fmt}) cannot be decoded"
-    height, width = image.shape[:2]
-    if min(height, width) < min_side:
-        return "degenerate", f"{path} is {width}x{height} px"
-    return None
+__all__ = ["REASONS", "run_clean"]
 
 
-def find_problems(cfg: Config, table: pd.DataFrame) -> list[tuple[str, str] | None]:
-    """One (reason, detail) or None per row of the training table, in row order."""
-    id_col, label_col = cfg.data.id_col, cfg.data.label_col
-    duplicated = table[id_col].duplicated(keep="first")
-    problems: list[tuple[str, str] | None] = []
-    rows = zip(table[id_col], table[label_col], duplicated)
-    for row, (image_id, label, is_dup) in enumerate(progress(rows, total=len(table), desc="clean")):
-        if pd.isna(label):
-            problems.append(("missing_label", f"row {row + 2} of {cfg.data.train_csv} ({image_id})"))
-        elif is_dup:
-            problems.append(("duplicate_id", f"row {row + 2} of {cfg.data.train_csv} repeats id {image_id}"))
-        else:
-            problems.append(check_image(image_path(cfg, image_id, "train"), cfg.clean.min_side))
-    return problems
+def scan_jobs(cfg: Config, ids: list[str], split: str) -> list[ScanJob]:
+    """One scan job per id: its source file and, when the cache is on, where its resized copy goes."""
+    spec = cache_spec(cfg)
+    ext = cfg.data.image_ext
+    return [ScanJob(str(source_path(cfg, i, split)),
+                    None if spec is None else str(cached_file(cfg.data_dir, split, spec, f"{i}{ext}"))) for i in ids]
+
+
+def _label_key(label: object, sep: str | None) -> str:
+    """A label as compared between duplicates: multi-label rows as their sorted set."""
+    return str(label) if sep is None else " ".join(sorted(set(split_labels(str(label), sep))))
+
+
+def find_problems(cfg: Config, table: pd.DataFrame) -> tuple[list[list[Finding]], dict]:
+    """Every finding per row of the training table, in row order, and what the scan measured."""
+    d, c = cfg.data, cfg.clean
+    ids = table[d.id_col].astype(str).tolist()
+    findings = [[f] if f else [] for f in label_findings(table, d.id_col, d.label_col, d.train_csv, c.classes, d.label_sep)]
+    rows = [r for r, found in enumerate(findings) if not found or found[0][0] not in ALWAYS_DROP]
+    start = time.perf_counter()
+    scans = scan_files(scan_jobs(cfg, [ids[r] for r in rows], "train"), c.workers, cache_spec(cfg), "clean: scan")
+    seconds = time.perf_counter() - start
+    for r, scan in zip(rows, scans):
+        if scan.reason is not None:
+            findings[r].append((scan.reason, scan.detail))
+    good = [(r, s) for r, s in zip(rows, scans) if s.reason is None]
+    names = [f"{i}{d.image_ext}" for i in ids]
+    _add_image_findings(cfg, good, names, findings)
+    dup_frame = _add_duplicate_findings(cfg, table, good, names, findings)
+    stats = {"scanned": len(rows), "seconds": seconds, "good": good, "duplicates": dup_frame}
+    return findings, stats
+
+
+def _add_image_findings(cfg: Config, good: list[tuple[int, FileScan]], names: list[str],
+                        findings: list[list[Finding]]) -> None:
+    c = cfg.clean
+    column = lambda name: np.array([getattr(s, name) for _, s in good])  # noqa: E731
+    per_image = image_findings(column("width"), column("height"), column("n_bytes"), column("blank"), c.min_side,
+                               c.max_aspect, c.small_bytes_ratio, c.small_pixels_ratio, c.blank_fraction)
+    for (r, _), found in zip(good, per_image):
+        findings[r].extend((reason, f"{names[r]}: {detail}") for reason, detail in found)
+
+
+def _add_duplicate_findings(cfg: Config, table: pd.DataFrame, good: list[tuple[int, FileScan]], names: list[str],
+                            findings: list[list[Finding]]) -> pd.DataFrame:
+    d, c = cfg.data, cfg.clean
+    ids = [str(table[d.id_col].iat[r]) for r, _ in good]
+    labels = [_label_key(table[d.label_col].iat[r], d.label_sep) for r, _ in good]
+    hashes = np.array([s.phash for _, s in good], dtype=np.uint64)
+    frame, dup_findings = find_duplicates(ids, labels, [s.digest for _, s in good], hashes, c.near_duplicates,
+                                          c.near_threshold, c.conflict_resolution)
+    for (r, _), found in zip(good, dup_findings):
+        findings[r].extend((reason, f"{names[r]}: {detail}") for reason, detail in found)
+    frame.insert(0, "row", [good[p][0] for p in frame["position"]])
+    return frame.drop(columns="position")
+
+
+def decide(findings: list[list[Finding]], policy: dict[str, str]) -> list[Finding | None]:
+    """Per row, the finding that drops it (the first whose action is drop), or None when it is kept."""
+    def drops(reason: str) -> bool:
+        return reason in ALWAYS_DROP or policy.get(reason) == "drop"
+    return [next((f for f in found if drops(f[0])), None) for found in findings]
+
+
+def unlisted_files(cfg: Config, ids: list[str]) -> list[str]:
+    """Files under the training folder that no CSV row names (test ids excluded when both share a folder)."""
+    d = cfg.data
+    folder = d.root / d.train_dir
+    listed = {os.path.normpath(f"{i}{d.image_ext}") for i in ids}
+    if os.path.normpath(d.train_dir) == os.path.normpath(d.test_dir) and (d.root / d.sample_submission).is_file():
+        listed |= {os.path.normpath(f"{i}{d.image_ext}") for i in read_sample_submission(cfg)[d.id_col]}
+    found = []
+    for parent, dirs, files in os.walk(folder):
+        dirs[:] = sorted(x for x in dirs if not x.startswith("."))
+        for name in sorted(files):
+            rel = os.path.relpath(os.path.join(parent, name), folder)
+            if not name.startswith(".") and rel not in listed:
+                found.append(rel)
+    return found
+
+
+def cache_test_images(cfg: Config) -> list[FileScan]:
+    """Write the resized copies of the test images (sample_submission's ids); the scans, for the report."""
+    d = cfg.data
+    if not (d.root / d.sample_submission).is_file():
+        get_logger().warning("clean: %s not found, so no test image is cached", d.root / d.sample_submission)
+        return []
+    ids = read_sample_submission(cfg)[d.id_col].astype(str).tolist()
+    return scan_files(scan_jobs(cfg, ids, "test"), cfg.clean.workers, cache_spec(cfg), "clean: cache test")
 
 
 def run_clean(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Write clean.csv, dropped.csv and the report under the competition's output folder."""
-    log = get_logger()
+    """Write clean.csv, dropped.csv, findings.csv, duplicates.csv and the report; return (kept, dropped)."""
+    d = cfg.data
     table = read_train_table(cfg)
-    problems = find_problems(cfg, table)
-    is_dropped = pd.Series([p is not None for p in problems], index=table.index)
-    kept = table[~is_dropped].reset_index(drop=True)
+    findings, stats = find_problems(cfg, table)
+    drop_by = decide(findings, cfg.clean.policy)
+    is_dropped = np.array([f is not None for f in drop_by], dtype=bool)
+    kept = table[~is_dropped]
     dropped = table[is_dropped].copy()
-    dropped["reason"] = [p[0] for p in problems if p is not None]
-    dropped["detail"] = [p[1] for p in problems if p is not None]
-    dropped = dropped.reset_index(drop=True)
-    # Nothing is lost silently: every input row is in exactly one output.
-    assert len(kept) + len(dropped) == len(table), "clean lost rows"
-
-    out = cfg.data_dir
-    write_csv(out / "clean.csv", kept)
-    write_csv(out / "dropped.csv", dropped)
-    counts = Counter(dropped["reason"])
-    write_json(out / "clean_report.json", {"rows": len(table), "kept": len(kept), "dropped": len(dropped), "by_reason": dict(counts)})
-    write_text(out / "clean_report.md", _report_markdown(table, kept, dropped))
-    write_text(out / "clean_config.yaml", config_snapshot(cfg))
-    log.info("clean: %d rows, %d kept, %d dropped -> %s", len(table), len(kept), len(dropped), out)
-    for reason, detail in zip(dropped["reason"], dropped["detail"]):
-        log.info("  dropped [%s] %s", reason, detail)
-    return kept, dropped
-
-
-def _report_markdown(table: pd.DataFrame, kept: pd.DataFrame, dropped: pd.DataFrame) -> str:
-    lines = ["# clean report", "", f"{len(table)} rows read, {len(kept)} kept, {len(dropped)} dropped.", ""]
-    if len(dropped):
-        lines += ["| reason | count | meaning |", "|---|---|---|"]
-        for reason, count in Counter(dropped["reason"]).most_common():
-            lines.append(f"| {reason} | {count} | {REASONS[reason]} |")
-        lines += ["", "## Dropped rows", ""]
-        lines += [f"- `{reason}`: {detail}" for reason, detail in zip(dropped["reason"], dropped["detail"])]
-    return "\n".join(lines) + "\n"
+    dropped["reason"] = [f[0] for f in drop_by if f is not None]
+    dropped["detail"] = [f[1] for f in drop_by if f is not None]
+    # Nothing is lost silently: every input row is in exactly one output, in its original order.
+    assert kept.index.intersection(dropped.index).empty and kept.index.union(dropped.index).equals(table.index), \
+        "clean lost or repeated rows"
+    ids = table[d.id_col].astype(str).tolist()
+    unlisted = unlisted_files(cfg, ids)
+    test_scans = cache_test_images(cfg) if cache_spec(cfg) is not None else None
+    write_reports(cfg, table, kept.reset_index(drop=True), dropped.reset_index(drop=True), findings, drop_by,
+                  unlisted, stats, test_scans)
+    return kept.reset_index(drop=True), dropped.reset_index(drop=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -46,6 +46,9 @@ class DataConfig(Section):
     id_col: str = Field("image_id", description="Column holding the image id.")
     label_col: str = Field("label", description="Column holding the class label.")
     image_ext: str = Field("", description="Suffix appended to an id to get its file name ('' when ids already carry it, e.g. '.png').")
+    label_sep: str | None = Field(None, description="Multi-label rows: the labels in label_col are split by this separator (e.g. ' '); None: one label per row.")
+    cache_max_side: int = Field(0, ge=0, description="Resized-image cache: when > 0, `medal clean` writes every kept training image and every test image with its longest side at most this many pixels (never upscaled) under <output_dir>/<competition>/cache/, once, and training and inference read those copies. 0: off, the originals are read.")
+    cache_format: Literal["jpg", "png"] = Field("jpg", description="File format of the cached copies: jpg (quality 95, fastest to decode) or png (lossless).")
 
     @field_validator("root")
     @classmethod
@@ -60,13 +63,42 @@ class DataConfig(Section):
 
 
 class CleanConfig(Section):
-    min_side: int = Field(2, ge=1, description="Images with a side shorter than this many pixels are dropped as degenerate.")
+    # The action for each finding that leaves a readable image; findings that make a row unusable
+    # (missing or unreadable file, no label, repeated id) are always dropped and cannot be listed here.
+    DEFAULT_POLICY: ClassVar[dict[str, str]] = {
+        "unknown_label": "drop", "degenerate": "drop", "extreme_aspect": "drop", "small_file": "drop",
+        "small_image": "drop", "blank": "drop", "duplicate_conflict": "drop", "near_duplicate_conflict": "keep",
+        "duplicate_copy": "keep"}
+
+    min_side: int = Field(2, ge=1, description="Images with a side shorter than this many pixels are flagged degenerate.")
+    max_aspect: float = Field(10.0, ge=1.0, description="Images whose longer side is more than this many times the shorter are flagged extreme_aspect.")
+    small_bytes_ratio: float = Field(0.05, ge=0, lt=1, description="Files smaller than this fraction of the median file size are flagged small_file (content often missing); 0: off.")
+    small_pixels_ratio: float = Field(0.05, ge=0, lt=1, description="Images with fewer pixels than this fraction of the median pixel count are flagged small_image; 0: off.")
+    blank_fraction: float = Field(0.9, gt=0, le=1, description="Images in which one exact colour covers at least this share of the pixels are flagged blank (empty image or 'image not found' placeholder).")
+    near_duplicates: bool = Field(True, description="Also group near duplicates by perceptual hash (imagehash's phash), not only byte-identical files.")
+    near_threshold: int = Field(6, ge=0, le=32, description="Largest Hamming distance (of 64 bits) between two perceptual hashes that counts as a near duplicate.")
+    conflict_resolution: Literal["drop_all", "majority"] = Field("drop_all", description="Duplicates whose labels disagree: drop_all flags every copy; majority flags only the copies that disagree with a strict majority label (all copies when there is none).")
+    classes: list[str] = Field([], description="The competition's label set; labels outside it are flagged unknown_label. Empty: no fixed set, but a label differing only by case or spaces from a more common one is still flagged.")
+    policy: dict[str, Literal["drop", "keep"]] = Field(DEFAULT_POLICY, description="drop or keep, per finding; keys you give override these defaults (e.g. clean.policy.small_image=keep).")
+    workers: int = Field(0, ge=0, description="Processes that scan the images; 0: one per CPU core this process may use.")
+
+    @field_validator("policy")
+    @classmethod
+    def _complete_policy(cls, value: dict[str, str]) -> dict[str, str]:
+        for reason in value:
+            if reason not in cls.DEFAULT_POLICY:
+                raise ValueError(f"{reason!r} has no policy; the reasons with one are {sorted(cls.DEFAULT_POLICY)} "
+                                 "(missing, empty, unreadable, truncated and corrupt files, missing labels and repeated ids are always dropped)")
+        return {**cls.DEFAULT_POLICY, **value}
 
 
 class FoldsConfig(Section):
     strategy: str = Field("stratified", description="Fold strategy (medal.folds.STRATEGIES).")
     n_folds: int = Field(5, ge=2, description="Number of folds (k).")
     seed: int = Field(42, description="Seed of the fold shuffle, recorded in folds.json.")
+    group_col: str | None = Field(None, description="Column of train.csv whose rows must share a fold (e.g. patient_id); needed by the group and stratified_group strategies, honoured by every strategy when set.")
+    n_bins: int = Field(10, ge=2, description="kfold (regression): the numeric target is cut into this many quantile bins for stratification.")
+    repeats: int = Field(1, ge=1, description="Repeated CV: folds.csv gets `fold` (seed) plus fold_s1 .. fold_s<repeats-1> (seed + r), each a full split.")
 
     @field_validator("strategy")
     @classmethod
