@@ -193,3 +193,98 @@ def test_blend_without_experiments_is_refused(copied):
     cfg = copied.model_copy(update={"blend": copied.blend.model_copy(update={"experiments": []})})
     with pytest.raises(ValueError, match="no experiments to blend"):
         run_blend(cfg)
+
+
+# Methods compared by nested CV, the report, the heatmap.
+
+
+@pytest.fixture(scope="module")
+def compared(pipeline, tmp_path_factory) -> tuple[Config, dict]:
+    base = tmp_path_factory.mktemp("compare")
+    out = pipeline.copy_outputs(base / "outputs")
+    cfg = pipeline.cfg("tiny_resnet", f"output_dir={out}", f"blend.submission_dir={base / 'subs'}", "blend.method=compare")
+    return cfg, run_blend(cfg, None, "cmp")
+
+
+def test_compare_scores_every_method_in_sample_and_nested(compared):
+    from medal.blend_methods import METHODS
+
+    _, report = compared
+    assert list(report["methods"]) == list(METHODS)
+    for name, result in report["methods"].items():
+        assert 0.0 <= result["nested_cv"] <= 1.0 and 0.0 <= result["in_sample"] <= 1.0
+        assert len(result["nested_per_fold"]) == len(result["fold_weights"]) == N_FOLDS
+        weights = np.array(list(result["weights"].values()))
+        assert (weights >= 0).all() and weights.sum() == pytest.approx(1.0), name
+
+
+def test_compare_uses_the_method_with_the_best_nested_cv(compared):
+    _, report = compared
+    nested = {name: r["nested_cv"] for name, r in report["methods"].items()}
+    assert report["method"] == next(name for name, value in nested.items() if value == max(nested.values()))
+    assert report["blend_cv"] == nested[report["method"]]
+    assert report["blend_in_sample"] == report["methods"][report["method"]]["in_sample"]
+    assert report["weights"] == report["methods"][report["method"]]["weights"]
+
+
+def test_compared_submission_is_the_argmax_of_the_chosen_weights_on_the_test_predictions(compared, classes):
+    from medal.blend_methods import METHODS, apply_weights
+
+    cfg, report = compared
+    ids = read_sample_submission(cfg)["image_id"]
+    tests = np.stack([preds(cfg.exp_dir.parent / n / "test_pred.csv", classes).set_index("image_id").loc[ids, classes]
+                      .to_numpy() for n in report["members"]])
+    blended = apply_weights(tests, np.array(list(report["weights"].values())), METHODS[report["method"]].space)
+    sub = pd.read_csv(cfg.blend.submission_dir / "cmp.csv", dtype=str)
+    assert sub["label"].tolist() == [classes[i] for i in blended.argmax(axis=1)]
+
+
+def test_models_table_carries_each_models_tta_gain(compared):
+    cfg, report = compared
+    for name in EXPERIMENTS:
+        tta = json.loads((cfg.exp_dir.parent / name / "tta.json").read_text())
+        assert report["tta_gain"][name] == pytest.approx(tta["gain"])
+
+
+def test_blend_report_holds_models_weights_correlations_and_both_cvs(compared):
+    cfg, report = compared
+    text = (cfg.data_dir / "blend_cmp" / "report.md").read_text()
+    for heading in ["## Models (OOF)", "## Blend methods: in-sample against nested CV", "## OOF correlation (Pearson)"]:
+        assert heading in text
+    assert f"nested CV **{report['blend_cv']:.4f}**, in-sample {report['blend_in_sample']:.4f}" in text
+    assert "| | cv | fold_mean | fold_std | tta_gain | tta_views | weight | fold 0 | fold 1 |" in text
+    for name in ["mean", "rank", "greedy", "caruana", "optimize", *EXPERIMENTS]:
+        assert f"| {name} |" in text
+
+
+def test_correlation_heatmap_is_a_png_image(compared):
+    import cv2
+
+    cfg, _ = compared
+    data = (cfg.data_dir / "blend_cmp" / "correlation.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_blend_compare_flag_on_the_command_line(pipeline, tmp_path, capsys):
+    from medal.cli import main
+
+    out = pipeline.copy_outputs(tmp_path / "outputs")
+    code = main(["blend", "-c", str(pipeline.configs["tiny_resnet"]), "--compare", "--name", "flag",
+                 f"output_dir={out}", f"blend.submission_dir={tmp_path / 'subs'}"])
+    assert code == 0 and capsys.readouterr().out.strip() == str(tmp_path / "subs" / "flag.csv")
+    report = json.loads((out / pipeline.root.name / "blend_flag" / "blend.json").read_text())
+    assert len(report["methods"]) == 5
+
+
+def test_blend_refuses_an_experiment_named_twice(copied):
+    with pytest.raises(ValueError, match=r"name one more than once"):
+        run_blend(copied, ["tiny_resnet", "tiny_resnet"])
+
+
+def test_unknown_blend_method_is_refused_naming_it(pipeline):
+    from medal.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"blend.method: 'stacking' is not one of"):
+        pipeline.cfg("tiny_resnet", "blend.method=stacking")

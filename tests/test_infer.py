@@ -119,8 +119,8 @@ def test_fixed_selection_uses_every_listed_view(pipeline, tmp_path, classes):
 
 def test_unknown_tta_view_is_refused_naming_it(pipeline):
     with pytest.raises(ConfigError) as err:
-        pipeline.cfg("tiny_resnet", "infer.tta=[identity, rot90]")
-    assert "infer.tta" in str(err.value) and "'rot90'" in str(err.value)
+        pipeline.cfg("tiny_resnet", "infer.tta=[identity, rot45]")
+    assert "infer.tta" in str(err.value) and "'rot45'" in str(err.value)
 
 
 def test_infer_without_a_fold_checkpoint_names_the_fold_to_train(pipeline, tmp_path):
@@ -142,3 +142,118 @@ def test_infer_with_a_missing_test_image_is_refused_naming_it(pipeline, tmp_path
     cfg = pipeline.cfg("tiny_resnet", f"output_dir={out}", f"data.root={root}", f"data.name={pipeline.root.name}")
     with pytest.raises(FileNotFoundError, match=rf"1 test image\(s\) .* do not exist, e.g. .*{first}.png"):
         run_infer(cfg)
+
+
+# Views beyond flips, reductions, fold averaging.
+
+
+def oof_probs(cfg: Config, classes) -> np.ndarray:
+    oof = predictions(cfg.exp_dir / "oof_tta.csv", classes)
+    return oof[classes].to_numpy()
+
+
+def reinfer(pipeline, tmp_path, *overrides: str) -> Config:
+    """tiny_resnet re-inferred with `overrides` on a private copy of the session outputs."""
+    out = tmp_path / "outputs"
+    if not out.exists():
+        pipeline.copy_outputs(out)
+    cfg = pipeline.cfg("tiny_resnet", f"output_dir={out}", *overrides)
+    run_infer(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def every_view(pipeline, tmp_path_factory) -> dict:
+    out = pipeline.copy_outputs(tmp_path_factory.mktemp("views") / "outputs")
+    cfg = pipeline.cfg("tiny_resnet", f"output_dir={out}", "infer.tta=[d4, scale_0.75, aug0]")
+    run_infer(cfg)
+    return json.loads((cfg.exp_dir / "tta.json").read_text())
+
+
+def test_every_candidate_view_is_scored_on_oof_and_its_model_time_recorded(every_view):
+    names = ["identity", "hflip", "vflip", "transpose", "rot90", "rot180", "rot270", "antitranspose",
+             "scale_0.75", "aug0"]
+    assert list(every_view["per_view"]) == names
+    assert all(0.0 <= every_view["per_view"][n] <= 1.0 for n in names)
+    assert set(every_view["seconds"]) == set(names) and all(s > 0 for s in every_view["seconds"].values())
+    assert every_view["chosen"][0] == "identity" and set(every_view["chosen"]) <= set(names)
+    assert every_view["oof_tta"] >= every_view["oof_identity"]
+
+
+def test_rotations_of_digits_score_below_identity_on_oof(every_view):
+    # Digits have an orientation: a model trained upright is worse on rotated digits, which OOF shows.
+    per_view = every_view["per_view"]
+    assert max(per_view["rot90"], per_view["rot180"], per_view["rot270"]) < per_view["identity"]
+
+
+def test_a_scale_view_is_the_model_on_images_resized_to_that_size(pipeline, tmp_path, classes):
+    cfg = reinfer(pipeline, tmp_path, "infer.tta=[scale_0.75]", "infer.tta_select=fixed")
+    table = read_folds(cfg)
+    device = torch.device("cpu")
+    model = load_fold_model(cfg, 0, classes, device)
+    rows = (table["fold"] == 0).to_numpy()
+    paths = [image_path(cfg, i, "train") for i in table.loc[rows, "image_id"]]
+    loader = make_loader(ImageDataset(paths, None, eval_transform(12, normalisation(model))), 16, 0, device)  # 16 px * 0.75
+    np.testing.assert_allclose(oof_probs(cfg, classes)[rows], predict_probs(model, loader, device, amp=False)[0], atol=1e-5)
+
+
+def test_random_views_give_the_same_predictions_with_or_without_loader_workers(pipeline, tmp_path, classes):
+    first = oof_probs(reinfer(pipeline, tmp_path / "a", "infer.tta=[aug0, aug1]", "infer.tta_select=fixed",
+                              "infer.tta_augment=light"), classes)
+    second = oof_probs(reinfer(pipeline, tmp_path / "b", "infer.tta=[aug0, aug1]", "infer.tta_select=fixed",
+                               "infer.tta_augment=light", "train.num_workers=2"), classes)
+    np.testing.assert_array_equal(first, second)
+
+
+@pytest.fixture(scope="module")
+def flipped_only(pipeline, tmp_path_factory) -> np.ndarray:
+    out = pipeline.copy_outputs(tmp_path_factory.mktemp("hflip") / "outputs")
+    cfg = pipeline.cfg("tiny_resnet", f"output_dir={out}", "infer.tta=[hflip]", "infer.tta_select=fixed")
+    run_infer(cfg)
+    return cfg
+
+
+@pytest.mark.parametrize("reduce", ["gmean", "max"])
+def test_reductions_combine_the_views_probabilities(pipeline, tmp_path, classes, identity_only, flipped_only, reduce):
+    plain, flipped = oof_probs(identity_only, classes), oof_probs(flipped_only, classes)
+    cfg = reinfer(pipeline, tmp_path, "infer.tta=[identity, hflip]", "infer.tta_select=fixed", f"infer.tta_reduce={reduce}")
+    expected = np.sqrt(plain * flipped) if reduce == "gmean" else np.maximum(plain, flipped)
+    np.testing.assert_allclose(oof_probs(cfg, classes), expected / expected.sum(axis=1, keepdims=True), atol=1e-5)
+
+
+def test_rank_fold_average_is_the_mean_of_each_fold_models_column_ranks(pipeline, tmp_path, classes):
+    from scipy.stats import rankdata
+
+    cfg = reinfer(pipeline, tmp_path, "infer.tta=[identity]", "infer.fold_average=rank")
+    ids = read_sample_submission(cfg)["image_id"].tolist()
+    device = torch.device("cpu")
+    ranks = []
+    for fold in range(N_FOLDS):
+        model = load_fold_model(cfg, fold, classes, device)
+        loader = make_loader(ImageDataset([image_path(cfg, i, "test") for i in ids], None,
+                                          eval_transform(cfg.train.image_size, normalisation(model))), 16, 0, device)
+        probs = predict_probs(model, loader, device, amp=False)[0]
+        ranks.append((rankdata(probs, axis=0) - 1) / (len(ids) - 1))
+    test = predictions(cfg.exp_dir / "test_pred.csv", classes)
+    np.testing.assert_allclose(test[classes].to_numpy(), np.mean(ranks, axis=0), atol=1e-6)
+
+
+def test_geometric_mean_over_logits_is_refused_naming_the_keys(pipeline):
+    with pytest.raises(ConfigError, match=r"infer.tta_space: tta_reduce=gmean over logits"):
+        pipeline.cfg("tiny_resnet", "infer.tta_reduce=gmean", "infer.tta_space=logits")
+
+
+def test_infer_says_so_and_keeps_identity_when_no_view_helps(pipeline, classes, monkeypatch, caplog):
+    import logging
+
+    from medal.infer import choose_views
+    from medal.log import get_logger
+
+    monkeypatch.setattr(get_logger(), "propagate", True)
+    targets = np.array([0, 1, 2, 3])
+    right = np.eye(10)[targets] * 5.0
+    views = {"identity": right, "hflip": np.roll(right, 1, axis=1), "vflip": np.roll(right, 2, axis=1)}
+    with caplog.at_level(logging.INFO, logger="medal"):
+        report = choose_views(pipeline.cfg(), views, targets, {})
+    assert report["chosen"] == ["identity"] and report["gain"] == 0.0
+    assert "no TTA view raised the OOF accuracy; using identity alone" in caplog.text

@@ -45,7 +45,7 @@ def test_roc_auc_of_a_reversed_binary_ranking_is_zero():
     assert score("roc_auc", np.array([0, 1]), probs) == 0.0
 
 
-@pytest.mark.parametrize("name", ["accuracy", "f1_macro", "f1_micro", "roc_auc"])
+@pytest.mark.parametrize("name", ["accuracy", "f1_macro", "f1_micro", "roc_auc", "qwk"])
 def test_higher_is_better_for_score_metrics(name):
     assert is_better(name, 0.9, 0.8) is True
     assert is_better(name, 0.7, 0.8) is False
@@ -68,4 +68,60 @@ def test_anything_beats_no_previous_value(name):
 
 def test_metric_directions():
     assert {name: higher for name, (_, higher) in METRICS.items()} == {
-        "accuracy": True, "f1_macro": True, "f1_micro": True, "log_loss": False, "roc_auc": True}
+        "accuracy": True, "f1_macro": True, "f1_micro": True, "log_loss": False, "roc_auc": True, "qwk": True}
+
+
+def test_qwk_of_perfect_predictions_is_one_and_of_reversed_ordinal_predictions_is_minus_one():
+    targets = np.array([0, 1, 2, 0, 1, 2])
+    assert score("qwk", targets, np.eye(3)[targets]) == pytest.approx(1.0)
+    assert score("qwk", targets, np.eye(3)[2 - targets]) == pytest.approx(-1.0)
+
+
+def test_qwk_penalises_a_far_miss_more_than_a_near_miss():
+    targets = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    near = targets.copy()
+    near[0] = 1   # off by one
+    far = targets.copy()
+    far[0] = 3    # off by three
+    assert score("qwk", targets, np.eye(4)[near]) > score("qwk", targets, np.eye(4)[far])
+
+
+def test_qwk_matches_the_textbook_formula():
+    from sklearn.metrics import confusion_matrix
+
+    targets = np.array([0, 1, 2, 2, 1, 0, 2, 1])
+    predicted = np.array([0, 2, 2, 1, 1, 0, 0, 1])
+    observed = confusion_matrix(targets, predicted, labels=[0, 1, 2])
+    expected = np.outer(observed.sum(1), observed.sum(0)) / observed.sum()
+    weights = np.subtract.outer(np.arange(3), np.arange(3)) ** 2
+    kappa = 1 - (weights * observed).sum() / (weights * expected).sum()
+    assert score("qwk", targets, np.eye(3)[predicted]) == pytest.approx(kappa)
+
+
+def test_multiclass_roc_auc_is_the_mean_one_vs_rest_auc():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 3, 50)
+    probs = rng.dirichlet(np.ones(3), 50)
+    assert score("roc_auc", targets, probs) == pytest.approx(roc_auc_score(targets, probs, multi_class="ovr"))
+    # Rank blends are not distributions; one-vs-rest AUC reads each column's order alone.
+    assert score("roc_auc", targets, probs * [1, 5, 0.2]) == pytest.approx(score("roc_auc", targets, probs))
+
+
+def test_log_loss_renormalises_rows_that_do_not_sum_to_one():
+    assert score("log_loss", TARGETS, PROBS * 3) == pytest.approx(score("log_loss", TARGETS, PROBS))
+
+
+@pytest.mark.parametrize("name", list(METRICS))
+@pytest.mark.parametrize("n_classes", [2, 5])
+def test_batched_scores_equal_the_exact_metric_of_each_candidate(name, n_classes):
+    from medal.metrics import score_many
+
+    rng = np.random.default_rng(n_classes)
+    targets = rng.integers(0, n_classes, 300)
+    probs = rng.dirichlet(np.ones(n_classes), (6, 300)).transpose(0, 2, 1)  # (candidate, class, row)
+    probs[0] = np.eye(n_classes)[targets].T  # a perfect one, with exact ties among the wrong classes
+    expected = [score(name, targets, p.T) for p in probs]
+    scale = rng.uniform(0.5, 8.0, (6, 1, 1))  # sums of k models: any positive scale per candidate
+    np.testing.assert_allclose(score_many(name, targets, probs * scale), expected, rtol=1e-9, atol=1e-12)

@@ -219,3 +219,34 @@ def test_a_submission_with_neither_a_label_nor_the_class_columns_cannot_be_score
     path = write(tmp_path / "sub.csv", good_labels().rename(columns={"label": "prediction"}))
     with pytest.raises(SubmissionError):
         score_submission(path, solution, "image_id", "label", CLASSES, "accuracy")
+
+
+def test_an_empty_file_is_rejected_naming_it(tmp_path, label_sample):
+    path = tmp_path / "sub.csv"
+    path.write_text("")
+    with pytest.raises(SubmissionError, match=rf"submission {path} is not a readable CSV"):
+        check_submission(path, label_sample, "image_id", "label", CLASSES)
+
+
+def test_a_header_only_file_is_rejected_as_missing_every_id(tmp_path, label_sample):
+    with pytest.raises(SubmissionError, match=r"\(0 rows against 4\): missing ids \['img_0', 'img_1', 'img_2', 'img_3'\]"):
+        check(tmp_path, good_labels().iloc[:0], label_sample)
+
+
+def test_an_infinite_probability_is_rejected(tmp_path, probs_sample):
+    frame = good_probs()
+    frame.loc[3, "cat"] = np.inf
+    with pytest.raises(SubmissionError, match="NaN or infinite"):
+        check(tmp_path, frame, probs_sample)
+
+
+def test_probability_columns_in_another_order_are_rejected(tmp_path, probs_sample):
+    with pytest.raises(SubmissionError, match=r"columns are \['image_id', 'eel', 'dog', 'cat'\]"):
+        check(tmp_path, good_probs()[["image_id", "eel", "dog", "cat"]], probs_sample)
+
+
+def test_a_repeated_column_is_rejected(tmp_path, label_sample):
+    path = tmp_path / "sub.csv"
+    path.write_text("image_id,label,label\n" + "".join(f"{i},{t},{t}\n" for i, t in zip(IDS, TRUTH)))
+    with pytest.raises(SubmissionError, match=r"columns are \['image_id', 'label', 'label.1'\]"):
+        check_submission(path, label_sample, "image_id", "label", CLASSES)

@@ -1,17 +1,27 @@
-"""blend: compare experiments on OOF, combine them, write and check the submission."""
+"""blend: compare experiments on OOF, fit a blend with an honest (nested) CV, write and check the submission."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from medal.config import Config, config_snapshot
+from medal.blend_methods import (
+    METHODS,
+    Evaluation,
+    FitContext,
+    apply_weights,
+    evaluate_method,
+    pearson,
+    pick_best,
+)
+from medal.blend_report import models_table, write_report
+from medal.config import Config
 from medal.data import class_names, read_folds, read_sample_submission
-from medal.io import write_csv, write_json, write_text
+from medal.io import write_csv
 from medal.log import get_logger
-from medal.metrics import score
+from medal.metrics import higher_is_better
 from medal.predictions import read_predictions
 from medal.submission import check_submission, make_submission
 
@@ -22,6 +32,7 @@ class Member:
     name: str
     oof: np.ndarray
     test: np.ndarray
+    tta: dict | None = None  # the experiment's tta.json, when infer ran
 
 
 def load_member(cfg: Config, name: str, table: pd.DataFrame, classes: list[str], test_ids: list[str]) -> Member:
@@ -37,7 +48,8 @@ def load_member(cfg: Config, name: str, table: pd.DataFrame, classes: list[str],
     missing = sorted(set(test_ids) - set(test.index))
     if missing or len(test) != len(test_ids):
         raise ValueError(f"test predictions of {name!r} do not cover the sample submission's ids: missing {missing[:5]}")
-    return Member(name, oof.loc[table[id_col], classes].to_numpy(), test.loc[test_ids, classes].to_numpy())
+    tta = json.loads((folder / "tta.json").read_text()) if (folder / "tta.json").is_file() else None
+    return Member(name, oof.loc[table[id_col], classes].to_numpy(), test.loc[test_ids, classes].to_numpy(), tta)
 
 
 def _check_same_rows(name: str, oof: pd.DataFrame, folds: pd.DataFrame, classes: list[str]) -> None:
@@ -46,7 +58,11 @@ def _check_same_rows(name: str, oof: pd.DataFrame, folds: pd.DataFrame, classes:
         raise ValueError(f"OOF of {name!r} does not cover folds.csv: missing ids {list(missing[:5])}, "
                          f"unknown ids {list(extra[:5])}")
     aligned = oof.loc[folds.index]
-    target_names = np.asarray(classes)[aligned["target"].to_numpy(dtype=np.int64)]
+    codes = aligned["target"].to_numpy(dtype=np.int64)
+    if ((codes < 0) | (codes >= len(classes))).any():
+        bad = folds.index[(codes < 0) | (codes >= len(classes))]
+        raise ValueError(f"OOF of {name!r} has target indices outside 0..{len(classes) - 1} for ids {list(bad[:5])}")
+    target_names = np.asarray(classes)[codes]
     for column, expected, got in (("target", folds.iloc[:, 0].to_numpy(), target_names),  # column 0 is the label
                                   ("fold", folds["fold"].to_numpy(), aligned["fold"].to_numpy())):
         bad = folds.index[expected != got]
@@ -55,19 +71,10 @@ def _check_same_rows(name: str, oof: pd.DataFrame, folds: pd.DataFrame, classes:
                              f"it was made from other folds; retrain it or re-run `medal folds` consistently")
 
 
-def mean_blend(probs: list[np.ndarray]) -> np.ndarray:
-    return np.mean(probs, axis=0)
-
-
-# Blend methods by config name: a list of members' probability arrays -> one array.
-METHODS: dict[str, Callable[[list[np.ndarray]], np.ndarray]] = {"mean": mean_blend}
-
-
 def correlation_matrix(members: list[Member]) -> pd.DataFrame:
     """Pearson correlation of the members' OOF probabilities, over every row and class."""
-    flat = np.stack([m.oof.ravel() for m in members])
     names = [m.name for m in members]
-    return pd.DataFrame(np.corrcoef(flat) if len(members) > 1 else np.ones((1, 1)), index=names, columns=names)
+    return pd.DataFrame(pearson(np.stack([m.oof for m in members])), index=names, columns=names)
 
 
 def run_blend(cfg: Config, experiments: list[str] | None = None, submission_name: str | None = None) -> dict:
@@ -76,43 +83,68 @@ def run_blend(cfg: Config, experiments: list[str] | None = None, submission_name
     names = experiments or cfg.blend.experiments
     if not names:
         raise ValueError("no experiments to blend: pass their names (medal blend -c CFG EXP [EXP ...]) or set blend.experiments")
+    if len(set(names)) != len(names):
+        raise ValueError(f"experiments {names} name one more than once")
     submission_name = submission_name or cfg.blend.submission_name
     d = cfg.data
     table = read_folds(cfg)[[d.id_col, d.label_col, "fold"]]
     classes = class_names(table[d.label_col])
     targets = table[d.label_col].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    folds = table["fold"].to_numpy()
     sample = read_sample_submission(cfg)
     test_ids = sample[d.id_col].tolist()
     members = [load_member(cfg, name, table, classes, test_ids) for name in names]
 
-    cv = {m.name: score(cfg.metric, targets, m.oof) for m in members}
-    per_fold = {m.name: [score(cfg.metric, targets[table["fold"] == k], m.oof[(table["fold"] == k).to_numpy()])
-                         for k in sorted(table["fold"].unique())] for m in members}
+    models, per_fold = models_table(cfg.metric, members, targets, folds)
     corr = correlation_matrix(members)
-    combine = METHODS[cfg.blend.method]
-    blend_cv = score(cfg.metric, targets, combine([m.oof for m in members]))
-    cv_table = pd.DataFrame({"cv": cv, "fold_std": {k: float(np.std(v)) for k, v in per_fold.items()}})
-    log.info("per-model OOF %s:\n%s", cfg.metric, cv_table.to_string(float_format="%.4f"))
+    log.info("models (OOF %s):\n%s", cfg.metric, models.to_string(float_format="%.4f"))
     log.info("OOF correlation (Pearson):\n%s", corr.to_string(float_format="%.3f"))
-    log.info("blend (%s of %d) OOF %s = %.4f", cfg.blend.method, len(members), cfg.metric, blend_cv)
+
+    evaluations = _evaluate(cfg, np.stack([m.oof for m in members]), targets, folds)
+    best = pick_best(evaluations, cfg.metric)
+    models["weight"] = best.weights
+    log.info("blend %s: weights %s; OOF %s in-sample %.4f, nested CV %.4f (best single model %.4f)", best.method,
+             _weights_text(names, best.weights), cfg.metric, best.in_sample, best.nested, _best_single(cfg.metric, models))
 
     path = cfg.blend.submission_dir / f"{submission_name}.csv"
-    write_csv(path, make_submission(sample, test_ids, combine([m.test for m in members]), d.id_col, d.label_col, classes))
+    blended = apply_weights(np.stack([m.test for m in members]), best.weights, METHODS[best.method].space)
+    write_csv(path, make_submission(sample, test_ids, blended, d.id_col, d.label_col, classes))
     check_submission(path, d.root / d.sample_submission, d.id_col, d.label_col, classes)
     log.info("submission written and checked: %s", path)
-    report = {"metric": cfg.metric, "method": cfg.blend.method, "members": names, "cv": cv, "per_fold": per_fold,
-              "blend_cv": blend_cv, "correlation": corr.to_dict(), "submission": str(path)}
-    _write_report(cfg, submission_name, report, cv_table, corr)
+    report = {"metric": cfg.metric, "method": best.method, "members": names, "cv": models["cv"].to_dict(),
+              "per_fold": per_fold, "tta_gain": models["tta_gain"].to_dict(),
+              "weights": dict(zip(names, best.weights.tolist())),
+              "blend_cv": best.nested, "blend_in_sample": best.in_sample,
+              "methods": {e.method: _evaluation_json(e, names) for e in evaluations},
+              "correlation": corr.to_dict(), "submission": str(path)}
+    write_report(cfg, submission_name, report, models, corr)
     return report
 
 
-def _write_report(cfg: Config, name: str, report: dict, cv_table: pd.DataFrame, corr: pd.DataFrame) -> None:
-    folder = cfg.data_dir / f"blend_{name}"
-    write_json(folder / "blend.json", report)
-    write_csv(folder / "correlation.csv", corr.reset_index(names="model"))
-    write_text(folder / "config.yaml", config_snapshot(cfg))
-    write_text(folder / "report.md", "\n".join([
-        f"# blend {name}", "", f"Metric: {report['metric']}. Method: {report['method']}.", "",
-        "## Models (OOF)", "", "```", cv_table.to_string(float_format="%.4f"), "```", "",
-        "## OOF correlation (Pearson)", "", "```", corr.to_string(float_format="%.3f"), "```", "",
-        f"Blend OOF {report['metric']}: **{report['blend_cv']:.4f}**", "", f"Submission: `{report['submission']}`", ""]))
+def _evaluate(cfg: Config, oof: np.ndarray, targets: np.ndarray, folds: np.ndarray) -> list[Evaluation]:
+    """Every method when blend.method is 'compare', else the configured one; each with in-sample and nested CV."""
+    log = get_logger()
+    ctx = FitContext(cfg.metric, cfg.blend, cfg.seed)
+    names = list(METHODS) if cfg.blend.method == "compare" else [cfg.blend.method]
+    evaluations = [evaluate_method(name, oof, targets, folds, ctx) for name in names]
+    if len(evaluations) > 1:
+        rows = {e.method: {"in_sample": e.in_sample, "nested_cv": e.nested, "nested_fold_std": float(np.std(e.nested_per_fold)),
+                           "optimism": e.in_sample - e.nested} for e in evaluations}
+        log.info("blend methods on OOF %s (nested: fitted on the other folds, scored on each held-out fold):\n%s",
+                 cfg.metric, pd.DataFrame(rows).T.to_string(float_format="%.4f"))
+    return evaluations
+
+
+def _evaluation_json(e: Evaluation, names: list[str]) -> dict:
+    return {"in_sample": e.in_sample, "nested_cv": e.nested, "nested_per_fold": e.nested_per_fold,
+            "weights": dict(zip(names, e.weights.tolist())),
+            "fold_weights": [dict(zip(names, w.tolist())) for w in e.fold_weights]}
+
+
+def _weights_text(names: list[str], weights: np.ndarray) -> str:
+    return ", ".join(f"{n} {w:.3f}" for n, w in zip(names, weights) if w > 0) or "none"
+
+
+def _best_single(metric: str, models: pd.DataFrame) -> float:
+    return float(models["cv"].max() if higher_is_better(metric) else models["cv"].min())
+

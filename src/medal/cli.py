@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--fold", type=int, default=None, help="train only fold K (default: every fold)")
         if stage == "blend":
             sub.add_argument("--name", default=None, help="submission name (default: blend.submission_name)")
+            sub.add_argument("--compare", action="store_true",
+                             help="score every blend method by nested CV and use the best (blend.method=compare)")
             sub.add_argument("args", nargs="*", metavar="EXP|key=value",
                              help="experiments to blend (default: blend.experiments), and config overrides")
         else:
@@ -123,6 +125,8 @@ def _infer(cfg: Config, ns, names) -> int:
 
 def _blend(cfg: Config, ns, names) -> int:
     from medal.blend import run_blend
+    if ns.compare:
+        cfg.blend.method = "compare"
     report = run_blend(cfg, names or None, ns.name)
     print(report["submission"])
     return 0

@@ -134,34 +134,57 @@ class TrainConfig(Section):
 
 
 class InferConfig(Section):
-    tta: list[str] = Field(["identity", "hflip"], min_length=1, description="Candidate TTA views: identity, hflip, vflip, transpose (medal.tta.VIEWS).")
+    tta: list[str] = Field(["identity", "hflip"], min_length=1, description="Candidate TTA views: identity, hflip, vflip, transpose, rot90, rot180, rot270, antitranspose, d4 (all eight), scale_<f> (model at image_size*f, e.g. scale_0.875), aug<k> (seeded random train-time augmentation, e.g. aug0) (medal.tta).")
     tta_select: Literal["greedy", "fixed"] = Field("greedy", description="'greedy' keeps a view only if it raises the OOF metric; 'fixed' uses every view listed.")
+    tta_reduce: Literal["mean", "gmean", "max"] = Field("mean", description="How the chosen views combine: mean, geometric mean or max (medal.tta.REDUCTIONS).")
+    tta_space: Literal["probs", "logits"] = Field("probs", description="Reduce over probabilities, or over logits with a softmax after (gmean needs probs).")
+    tta_augment: str | None = Field(None, description="Augmentation preset of the aug<k> views; none uses train.augment (medal.augment.PRESETS).")
+    fold_average: Literal["mean", "rank"] = Field("mean", description="Average of the fold models' test predictions: mean probabilities, or mean per-class rank in [0, 1] (for ranking metrics such as roc_auc).")
     batch_size: int = Field(64, ge=1, description="Images per inference batch.")
 
     @field_validator("tta")
     @classmethod
     def _known_views(cls, value: list[str]) -> list[str]:
-        for name in value:
-            _registered("tta", "VIEWS", name)
+        import medal.tta
+
+        medal.tta.expand_views(value)  # raises naming the unknown view
         return value
+
+    @field_validator("tta_space")
+    @classmethod
+    def _gmean_needs_probs(cls, value: str, info) -> str:
+        if value == "logits" and info.data.get("tta_reduce") == "gmean":
+            raise ValueError("tta_reduce=gmean over logits is the mean over logits; use tta_space=probs or tta_reduce=mean")
+        return value
+
+    @field_validator("tta_augment")
+    @classmethod
+    def _known_tta_preset(cls, value: str | None) -> str | None:
+        return value if value is None else _registered("augment", "PRESETS", value)
 
 
 class BlendConfig(Section):
     experiments: list[str] = Field([], description="Experiment names to blend (outputs/<competition>/<name>).")
-    method: str = Field("mean", description="How the models' probabilities are combined (medal.blend.METHODS).")
+    method: str = Field("mean", description="How the models combine: mean, rank, greedy, caruana, optimize (medal.blend_methods.METHODS), or compare: score every method by nested CV and use the best.")
     submission_name: str = Field("submission", description="Writes <submission_dir>/<submission_name>.csv.")
     submission_dir: Path = Field(Path("submissions"), description="Folder for blended submission files.")
+    greedy_max_corr: float = Field(0.97, ge=-1.0, le=1.0, description="greedy: skip a candidate whose OOF Pearson correlation with any chosen model is above this.")
+    caruana_iters: int = Field(100, ge=1, description="caruana: hill-climbing steps (one model added per step, with replacement).")
+    caruana_init: int = Field(1, ge=1, description="caruana: start from the best N single models.")
+    caruana_bags: int = Field(1, ge=1, description="caruana: bags of the model pool (1 = no bagging); weights are the mean over bags.")
+    caruana_bag_fraction: float = Field(0.5, gt=0.0, le=1.0, description="caruana: fraction of models drawn into each bag.")
+    optimize_on: Literal["log_loss", "metric"] = Field("log_loss", description="optimize: minimise OOF log loss (smooth, SLSQP), or the metric itself (Nelder-Mead over softmax weights).")
 
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        return _registered("blend", "METHODS", value)
+        return value if value == "compare" else _registered("blend_methods", "METHODS", value)
 
 
 class Config(Section):
     name: str = Field(description="Experiment name; outputs go to <output_dir>/<competition>/<name>.")
     seed: int = Field(42, description="Seed for training and augmentation.")
-    metric: str = Field("accuracy", description="Competition metric for CV, checkpoints, TTA and blend: accuracy, f1_macro, f1_micro, log_loss, roc_auc (medal.metrics.METRICS).")
+    metric: str = Field("accuracy", description="Competition metric for CV, checkpoints, TTA and blend: accuracy, f1_macro, f1_micro, log_loss, roc_auc, qwk (medal.metrics.METRICS).")
     output_dir: Path = Field(Path("outputs"), description="Root of every stage's output.")
     data: DataConfig
     clean: CleanConfig = CleanConfig()

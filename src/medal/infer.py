@@ -1,35 +1,50 @@
-"""infer_tta: measure each TTA view on OOF, keep the ones that help, predict the test set with every fold model."""
+"""infer_tta: measure each TTA view on OOF, keep the ones that help, predict the test set with every fold model.
+
+Two passes. The OOF pass scores every fold model on its own validation fold under
+every candidate view (logits kept per view), and the views are chosen on those
+OOF scores. The test pass then runs only the chosen views over every fold model
+and averages the folds into one preallocated array.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
+from scipy.stats import rankdata
 
-from medal.augment import eval_transform
 from medal.config import Config, config_snapshot
-from medal.data import (
-    ImageDataset,
-    class_names,
-    image_path,
-    read_folds,
-    read_sample_submission,
-)
+from medal.data import class_names, image_path, read_folds, read_sample_submission
 from medal.io import write_csv, write_json, write_text
 from medal.log import get_logger
-from medal.metrics import METRICS, score
+from medal.metrics import higher_is_better, score
 from medal.models import build_model, normalisation
 from medal.predict import predict_views
 from medal.predictions import prediction_frame
 from medal.runtime import make_loader, pick_device
-from medal.tta import VIEWS, select_greedy
+from medal.tta import (
+    SourcesDataset,
+    expand_views,
+    get_view,
+    reduce_views,
+    select_greedy,
+    source_transforms,
+)
 
 
 def load_fold_model(cfg: Config, fold: int, classes: list[str], device: torch.device) -> torch.nn.Module:
+    """The fold's best checkpoint as an eval-mode model. The one place in inference that knows the layout
+    of best.pt: {"model": the state_dict the fold chose (raw or EMA weights, named by "weights"),
+    "classes": [...], ...}."""
     path = cfg.fold_dir(fold) / "best.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run `medal train -c CONFIG --fold {fold}` first")
-    state = torch.load(path, map_location=device, weights_only=True)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # a truncated zip or a pickle of unsafe types
+        raise ValueError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); retrain fold {fold}") from None
     if list(state["classes"]) != classes:
         raise ValueError(f"{path} was trained on classes {state['classes']}, but folds.csv has {classes}")
     # The checkpoint holds every weight, so no pretrained file is read here.
@@ -38,69 +53,112 @@ def load_fold_model(cfg: Config, fold: int, classes: list[str], device: torch.de
     return model.to(device).eval()
 
 
-def run_infer(cfg: Config) -> dict:
-    """Write oof_tta.csv, test_pred.csv and tta.json for the experiment; return the TTA report."""
-    log = get_logger()
-    device = pick_device(cfg.train.device)
+@dataclass
+class Inputs:
+    """What both passes read: the folds table, class order, targets, and the test ids and paths."""
+    table: pd.DataFrame
+    classes: list[str]
+    targets: np.ndarray
+    n_folds: int
+    test_ids: list[str]
+    test_paths: list[Path]
+
+
+def read_inputs(cfg: Config) -> Inputs:
     table = read_folds(cfg)
     classes = class_names(table[cfg.data.label_col])
-    n_folds = int(table["fold"].max()) + 1
     test_ids = read_sample_submission(cfg)[cfg.data.id_col].tolist()
     test_paths = [image_path(cfg, i, "test") for i in test_ids]
     missing = [p for p in test_paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} test image(s) listed in {cfg.data.sample_submission} do not exist, e.g. {missing[0]}")
-
     targets = table[cfg.data.label_col].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    oof_views = {name: np.zeros((len(table), len(classes)), dtype=np.float32) for name in cfg.infer.tta}
-    test_views = {name: np.zeros((len(test_ids), len(classes)), dtype=np.float32) for name in cfg.infer.tta}
-    for fold in range(n_folds):
-        model = load_fold_model(cfg, fold, classes, device)
-        transform = eval_transform(cfg.train.image_size, normalisation(model))
-        is_valid = (table["fold"] == fold).to_numpy()
-        valid_paths = [image_path(cfg, i, "train") for i in table.loc[is_valid, cfg.data.id_col]]
-        for name, probs in _predict(cfg, model, valid_paths, transform, device, f"oof fold {fold}").items():
-            oof_views[name][is_valid] = probs
-        for name, probs in _predict(cfg, model, test_paths, transform, device, f"test fold {fold}").items():
-            test_views[name] += probs / n_folds
+    return Inputs(table, classes, targets, int(table["fold"].max()) + 1, test_ids, test_paths)
 
-    report = _choose_views(cfg, oof_views, targets)
+
+def run_infer(cfg: Config) -> dict:
+    """Write oof_tta.csv, test_pred.csv and tta.json for the experiment; return the TTA report."""
+    log = get_logger()
+    data = read_inputs(cfg)
+    device = pick_device(cfg.train.device)
+    candidates = expand_views(cfg.infer.tta)
+    oof_views, seconds = oof_pass(cfg, data, candidates, device)
+    report = choose_views(cfg, oof_views, data.targets, seconds)
     chosen = report["chosen"]
-    oof = prediction_frame(cfg.data.id_col, table[cfg.data.id_col], classes, np.mean([oof_views[v] for v in chosen], axis=0),
-                           fold=table["fold"].to_numpy(), target=targets)
-    test = prediction_frame(cfg.data.id_col, test_ids, classes, np.mean([test_views[v] for v in chosen], axis=0))
+    oof = prediction_frame(cfg.data.id_col, data.table[cfg.data.id_col], data.classes, _reduce(cfg, [oof_views[v] for v in chosen]),
+                           fold=data.table["fold"].to_numpy(), target=data.targets)
+    test = prediction_frame(cfg.data.id_col, data.test_ids, data.classes, test_pass(cfg, data, chosen, device))
     write_csv(cfg.exp_dir / "oof_tta.csv", oof)
     write_csv(cfg.exp_dir / "test_pred.csv", test)
     write_json(cfg.exp_dir / "tta.json", report)
     write_text(cfg.exp_dir / "infer_config.yaml", config_snapshot(cfg))
-    log.info("%s: test predictions for %d images -> %s", cfg.name, len(test_ids), cfg.exp_dir / "test_pred.csv")
+    log.info("%s: test predictions for %d images (%s of %d folds, TTA %s) -> %s", cfg.name, len(data.test_ids),
+             cfg.infer.fold_average, data.n_folds, "+".join(chosen), cfg.exp_dir / "test_pred.csv")
     return report
 
 
-def _predict(cfg: Config, model: torch.nn.Module, paths: list[Path], transform, device: torch.device,
-             desc: str) -> dict[str, np.ndarray]:
-    """Every configured view's probabilities for `paths`, streamed in batches."""
-    loader = make_loader(ImageDataset(paths, None, transform), cfg.infer.batch_size, cfg.train.num_workers, device)
-    views = {name: VIEWS[name] for name in cfg.infer.tta}
-    return predict_views(model, loader, device, cfg.train.amp, views, desc)[0]
+def oof_pass(cfg: Config, data: Inputs, views: list[str], device: torch.device) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Each view's OOF logits (N x C, folds.csv order): every fold model on its own validation rows."""
+    oof = {name: np.zeros((len(data.table), len(data.classes)), dtype=np.float32) for name in views}
+    seconds: dict[str, float] = {}
+    for fold in range(data.n_folds):
+        model = load_fold_model(cfg, fold, data.classes, device)
+        is_valid = (data.table["fold"] == fold).to_numpy()
+        paths = [image_path(cfg, i, "train") for i in data.table.loc[is_valid, cfg.data.id_col]]
+        for name, logits in _predict(cfg, model, paths, views, device, f"oof fold {fold}", seconds).items():
+            oof[name][is_valid] = logits
+    return oof, seconds
 
 
-def _choose_views(cfg: Config, oof_views: dict[str, np.ndarray], targets: np.ndarray) -> dict:
-    """Score each view alone on OOF, pick the set (greedy or fixed), and log the gain over identity."""
+def test_pass(cfg: Config, data: Inputs, views: list[str], device: torch.device) -> np.ndarray:
+    """The chosen views over every fold model, reduced per fold, then averaged over folds (mean of
+    probabilities, or mean per-class rank scaled to [0, 1]) into one preallocated array."""
+    total = np.zeros((len(data.test_ids), len(data.classes)), dtype=np.float64)
+    for fold in range(data.n_folds):
+        model = load_fold_model(cfg, fold, data.classes, device)
+        logits = _predict(cfg, model, data.test_paths, views, device, f"test fold {fold}")
+        probs = _reduce(cfg, [logits[v] for v in views])
+        if cfg.infer.fold_average == "rank":
+            probs = (rankdata(probs, axis=0) - 1.0) / max(len(probs) - 1, 1)
+        total += probs / data.n_folds
+    return total.astype(np.float32)
+
+
+def _reduce(cfg: Config, logits: list[np.ndarray]) -> np.ndarray:
+    return reduce_views(logits, cfg.infer.tta_reduce, cfg.infer.tta_space).astype(np.float32)
+
+
+def _predict(cfg: Config, model: torch.nn.Module, paths: list[Path], views: list[str], device: torch.device,
+             desc: str, timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    """Every view's logits for `paths`, streamed in batches; each image decoded once for all views."""
+    sources = list(dict.fromkeys(get_view(v).source for v in views))
+    preset = cfg.infer.tta_augment or cfg.train.augment
+    transforms = source_transforms(sources, cfg.train.image_size, normalisation(model), preset)
+    loader = make_loader(SourcesDataset(paths, transforms, cfg.seed), cfg.infer.batch_size, cfg.train.num_workers, device)
+    return predict_views(model, loader, device, cfg.train.amp, {v: get_view(v) for v in views}, desc,
+                         output="logits", timings=timings)[0]
+
+
+def choose_views(cfg: Config, oof_views: dict[str, np.ndarray], targets: np.ndarray, seconds: dict[str, float]) -> dict:
+    """Score each view alone on OOF, pick the set (greedy or fixed), and log each view's score and cost
+    and the gain of the combination over identity."""
     log = get_logger()
     evaluate = lambda probs: score(cfg.metric, targets, probs)  # noqa: E731
-    per_view = {name: evaluate(probs) for name, probs in oof_views.items()}
+    combine = lambda arrays: _reduce(cfg, arrays)  # noqa: E731
+    per_view = {name: evaluate(combine([logits])) for name, logits in oof_views.items()}
     if cfg.infer.tta_select == "fixed":
-        chosen = list(cfg.infer.tta)
+        chosen = list(oof_views)
     else:
-        chosen = select_greedy(oof_views, evaluate, METRICS[cfg.metric][1])
-    combined = evaluate(np.mean([oof_views[v] for v in chosen], axis=0))
+        chosen = select_greedy(oof_views, evaluate, higher_is_better(cfg.metric), combine)
+    combined = evaluate(combine([oof_views[v] for v in chosen]))
     baseline = per_view.get("identity", per_view[chosen[0]])
     for name, value in per_view.items():
-        log.info("%s TTA view %-10s OOF %s %.4f", cfg.name, name, cfg.metric, value)
+        log.info("%s TTA view %-13s OOF %s %.4f  (%.1f s of model time)", cfg.name, name, cfg.metric, value,
+                 seconds.get(name, 0.0))
     if chosen == ["identity"] and len(oof_views) > 1:
         log.info("%s: no TTA view raised the OOF %s; using identity alone", cfg.name, cfg.metric)
-    log.info("%s: TTA %s -> OOF %s %.4f (gain %+.4f over identity)", cfg.name, "+".join(chosen), cfg.metric,
-             combined, combined - baseline)
+    log.info("%s: TTA %s (%s over %s) -> OOF %s %.4f (gain %+.4f over identity)", cfg.name, "+".join(chosen),
+             cfg.infer.tta_reduce, cfg.infer.tta_space, cfg.metric, combined, combined - baseline)
     return {"metric": cfg.metric, "per_view": per_view, "chosen": chosen, "selection": cfg.infer.tta_select,
-            "oof_identity": baseline, "oof_tta": combined, "gain": combined - baseline}
+            "reduce": cfg.infer.tta_reduce, "space": cfg.infer.tta_space, "fold_average": cfg.infer.fold_average,
+            "oof_identity": baseline, "oof_tta": combined, "gain": combined - baseline, "seconds": seconds}

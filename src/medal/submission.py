@@ -44,8 +44,8 @@ def make_submission(sample: pd.DataFrame, test_ids: list[str], probs: np.ndarray
 
 def check_submission(path: Path, sample_path: Path, id_col: str, label_col: str, classes: list[str]) -> pd.DataFrame:
     """Raise SubmissionError naming every problem of `path` against the sample; return it when fine."""
-    sample = read_csv(sample_path, "sample submission", [id_col], [id_col])
-    sub = read_csv(path, "submission", [], [id_col, label_col])
+    sample = _read(sample_path, "sample submission", [id_col], [id_col])
+    sub = _read(path, "submission", [], [id_col, label_col])
     problems = []
     if list(sub.columns) != list(sample.columns):
         problems.append(f"columns are {list(sub.columns)}, the sample has {list(sample.columns)}")
@@ -64,6 +64,14 @@ def check_submission(path: Path, sample_path: Path, id_col: str, label_col: str,
     return sub
 
 
+def _read(path: Path, what: str, required: list[str], str_cols: list[str]) -> pd.DataFrame:
+    """read_csv, with an empty or unparsable file reported as a SubmissionError naming it."""
+    try:
+        return read_csv(path, what, required, str_cols)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise SubmissionError(f"{what} {path} is not a readable CSV: {str(err).strip()}") from None
+
+
 def _check_values(sub: pd.DataFrame, sample: pd.DataFrame, id_col: str, label_col: str, classes: list[str]) -> list[str]:
     if submission_format(sample, id_col, label_col, classes) == "label":
         unknown = sorted(set(sub[label_col]) - set(classes))
@@ -78,8 +86,8 @@ def _check_values(sub: pd.DataFrame, sample: pd.DataFrame, id_col: str, label_co
 
 def score_submission(path: Path, solution_path: Path, id_col: str, label_col: str, classes: list[str], metric: str) -> float:
     """Score a label- or probability-format submission against a solution file with `label_col`."""
-    sub = read_csv(path, "submission", [id_col], [id_col, label_col])
-    truth = read_csv(solution_path, "solution", [id_col, label_col], [id_col, label_col])
+    sub = _read(path, "submission", [id_col], [id_col, label_col])
+    truth = _read(solution_path, "solution", [id_col, label_col], [id_col, label_col])
     if label_col not in sub.columns and set(classes) - set(sub.columns):
         raise SubmissionError(f"submission {path} has neither a {label_col!r} column nor the class columns "
                               f"{sorted(set(classes) - set(sub.columns))}")

@@ -1,0 +1,74 @@
+"""The blend's analysis tables and its written report: blend.json, correlation.csv/png, report.md."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from medal.config import Config, config_snapshot
+from medal.io import write_csv, write_json, write_text
+from medal.metrics import score
+from medal.plots import correlation_heatmap
+
+if TYPE_CHECKING:
+    from medal.blend import Member
+
+
+def models_table(metric: str, members: list[Member], targets: np.ndarray, folds: np.ndarray) -> tuple[pd.DataFrame, dict]:
+    """Per model: OOF CV, mean and std of the per-fold CV, and the TTA gain infer measured (NaN without
+    tta.json). Also returns each model's per-fold scores."""
+    per_fold = {m.name: [score(metric, targets[folds == k], m.oof[folds == k]) for k in np.unique(folds)]
+                for m in members}
+    rows = {}
+    for m in members:
+        tta = m.tta or {}
+        rows[m.name] = {"cv": score(metric, targets, m.oof), "fold_mean": float(np.mean(per_fold[m.name])),
+                        "fold_std": float(np.std(per_fold[m.name])),
+                        "tta_gain": float(tta.get("gain", np.nan)),
+                        "tta_views": "+".join(tta.get("chosen", [])) or "-"}
+    return pd.DataFrame(rows).T.astype({"cv": float, "fold_mean": float, "fold_std": float, "tta_gain": float}), per_fold
+
+
+def write_report(cfg: Config, name: str, report: dict, models: pd.DataFrame, corr: pd.DataFrame) -> None:
+    """blend_<name>/: blend.json, correlation.csv, correlation.png, config.yaml and report.md."""
+    folder = cfg.data_dir / f"blend_{name}"
+    write_json(folder / "blend.json", report)
+    write_csv(folder / "correlation.csv", corr.reset_index(names="model"))
+    correlation_heatmap(corr, folder / "correlation.png", f"OOF correlation ({len(corr)} models)")
+    write_text(folder / "config.yaml", config_snapshot(cfg))
+    write_text(folder / "report.md", markdown(report, models, corr))
+
+
+def markdown(report: dict, models: pd.DataFrame, corr: pd.DataFrame) -> str:
+    metric = report["metric"]
+    per_fold = pd.DataFrame(report["per_fold"]).T.rename(columns=lambda k: f"fold {k}")
+    table = pd.concat([models, per_fold], axis=1)
+    methods = pd.DataFrame({m: {"in-sample CV": e["in_sample"], "nested CV": e["nested_cv"],
+                                "optimism": e["in_sample"] - e["nested_cv"],
+                                "weights": ", ".join(f"{k} {w:.3f}" for k, w in e["weights"].items() if w > 0)}
+                            for m, e in report["methods"].items()}).T
+    lines = [
+        f"# blend {report['submission']}", "",
+        f"Metric: **{metric}**. Method used: **{report['method']}**, picked by nested CV."
+        if len(report["methods"]) > 1 else f"Metric: **{metric}**. Method: **{report['method']}**.", "",
+        f"Blend OOF {metric}: nested CV **{report['blend_cv']:.4f}**, in-sample {report['blend_in_sample']:.4f}.", "",
+        "Nested CV fits the weights and selection on the other folds and scores each held-out fold, so it does "
+        "not reward a blend for fitting the rows it is scored on; the in-sample figure does.", "",
+        "## Models (OOF)", "", _md_table(table), "",
+        "## Blend methods: in-sample against nested CV", "", _md_table(methods), "",
+        "## OOF correlation (Pearson)", "", _md_table(corr), "", "![correlation heatmap](correlation.png)", "",
+        f"Submission: `{report['submission']}` (checked against the sample submission).", ""]
+    return "\n".join(lines)
+
+
+def _md_table(frame: pd.DataFrame) -> str:
+    """A GitHub Markdown table (pandas' to_markdown needs the optional `tabulate`)."""
+    def cell(value) -> str:
+        return f"{value:.4f}" if isinstance(value, (float, np.floating)) else str(value)
+
+    header = "| | " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|---" * (len(frame.columns) + 1) + "|"
+    body = ["| " + str(index) + " | " + " | ".join(cell(v) for v in row) + " |"
+            for index, row in zip(frame.index, frame.itertuples(index=False))]
+    return "\n".join([header, rule, *body])

@@ -1,0 +1,195 @@
+"""Blend methods on synthetic OOF with known structure: duplicates, diverse models, noise, a harmful model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medal.blend_methods import (
+    METHODS,
+    FitContext,
+    apply_weights,
+    evaluate_method,
+    fit_caruana,
+    fit_greedy,
+    fit_optimize,
+    pick_best,
+    rank_transform,
+)
+from medal.blend_search import AdditionScorer, class_slabs, hill_climb
+from medal.config import BlendConfig
+from medal.metrics import score
+
+N, C = 600, 3
+TARGETS = np.random.default_rng(0).integers(0, C, N)
+FOLDS = np.arange(N) % 5
+
+
+def model(noise: float, seed: int, targets: np.ndarray = TARGETS) -> np.ndarray:
+    """Softmax of the one-hot truth plus this model's own Gaussian noise: independent errors."""
+    z = np.eye(C)[targets] + np.random.default_rng(seed).normal(scale=noise, size=(len(targets), C))
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+GOOD, DIVERSE, WEAK = model(1.0, 1), model(1.0, 2), model(1.6, 3)
+
+
+def ctx(metric: str = "accuracy", **settings) -> FitContext:
+    return FitContext(metric, BlendConfig(**settings), seed=0)
+
+
+def test_the_synthetic_models_have_the_structure_the_tests_rely_on():
+    acc = {name: score("accuracy", TARGETS, p) for name, p in [("good", GOOD), ("diverse", DIVERSE), ("weak", WEAK)]}
+    assert 0.55 < acc["good"] < 0.7 and 0.55 < acc["diverse"] < 0.7 and acc["weak"] < 0.55
+    # Independent errors: the pair's mean beats either model.
+    assert score("accuracy", TARGETS, (GOOD + DIVERSE) / 2) > max(acc["good"], acc["diverse"]) + 0.04
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2], [1, 0, 2], [2, 1, 0]])
+def test_caruana_drops_a_duplicate_and_keeps_the_diverse_model(order):
+    members = [GOOD, GOOD.copy(), DIVERSE]  # 0 and 1 are the same model
+    preds = np.stack([members[i] for i in order])
+    weights = dict(zip(order, fit_caruana(preds, TARGETS, ctx())))
+    assert min(weights[0], weights[1]) == 0.0 and max(weights[0], weights[1]) > 0.0
+    assert weights[2] > 0.0
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "log_loss"])
+def test_greedy_skips_a_duplicate_above_the_correlation_threshold_and_keeps_the_diverse_model(metric):
+    weights = fit_greedy(np.stack([GOOD, GOOD.copy(), DIVERSE]), TARGETS, ctx(metric, greedy_max_corr=0.97))
+    assert weights[1] == 0.0 and weights[0] == weights[2] == 0.5
+
+
+def twins() -> tuple[np.ndarray, np.ndarray]:
+    """Two models equal to GOOD on 95% of rows; on 2.5% each is confidently right where the other is
+    narrowly wrong, so their mean beats both, yet they are highly correlated."""
+    rows = np.random.default_rng(9).permutation(N)
+    first, second = rows[:15], rows[15:30]
+    right = np.eye(C)[TARGETS] * 0.8 + 0.1
+    narrowly_wrong = np.roll(np.eye(C)[TARGETS], 1, axis=1) * 0.15 + np.eye(C)[TARGETS] * 0.1 + 0.25
+    a, b = GOOD.copy(), GOOD.copy()
+    a[first], b[first] = right[first], narrowly_wrong[first]
+    a[second], b[second] = narrowly_wrong[second], right[second]
+    return a, b
+
+
+def test_greedy_skips_a_candidate_correlated_above_the_threshold_even_when_it_would_help():
+    a, b = twins()
+    preds = np.stack([a, b])
+    r = np.corrcoef(a.ravel(), b.ravel())[0, 1]
+    assert 0.9 < r < 0.99
+    assert score("accuracy", TARGETS, (a + b) / 2) > max(score("accuracy", TARGETS, p) for p in preds)
+    assert fit_greedy(preds, TARGETS, ctx(greedy_max_corr=0.99)).tolist() == [0.5, 0.5]
+    assert sorted(fit_greedy(preds, TARGETS, ctx(greedy_max_corr=0.9)).tolist()) == [0.0, 1.0]
+
+
+def test_greedy_stops_when_no_model_raises_the_score():
+    harmful = np.roll(np.eye(C)[TARGETS], 1, axis=1) * 0.9 + 0.05  # confidently wrong everywhere
+    weights = fit_greedy(np.stack([GOOD, harmful]), TARGETS, ctx(greedy_max_corr=1.0))
+    assert weights.tolist() == [1.0, 0.0]
+
+
+def test_caruana_bagging_averages_bags_over_random_pools():
+    preds = np.stack([GOOD, DIVERSE, WEAK, model(1.2, 4)])
+    weights = fit_caruana(preds, TARGETS, ctx(caruana_bags=6, caruana_bag_fraction=0.5, caruana_iters=20))
+    assert weights.min() >= 0 and weights.sum() == pytest.approx(1.0)
+    assert (weights > 0).sum() >= 3  # different bags, different members
+    again = fit_caruana(preds, TARGETS, ctx(caruana_bags=6, caruana_bag_fraction=0.5, caruana_iters=20))
+    np.testing.assert_array_equal(weights, again)  # seeded
+
+
+def test_caruana_weights_are_pick_counts_at_the_best_step():
+    weights = hill_climb(class_slabs(np.stack([GOOD, DIVERSE, WEAK])), TARGETS, "accuracy", iters=30, init=1)
+    assert weights.sum() == pytest.approx(1.0)
+    # Counts over a whole number of picks (1 initial + at most 30 steps).
+    assert any(np.allclose(weights * picks, np.round(weights * picks)) for picks in range(1, 32))
+    blend = score("accuracy", TARGETS, apply_weights(np.stack([GOOD, DIVERSE, WEAK]), weights))
+    assert blend >= score("accuracy", TARGETS, DIVERSE)  # never below its start, the best single model
+
+
+HARMFUL = np.roll(model(0.3, 5), 1, axis=1)  # a confident model that names the wrong class
+
+
+@pytest.mark.parametrize("optimize_on", ["log_loss", "metric"])
+@pytest.mark.parametrize("seed", range(4))
+def test_optimised_weights_are_never_negative_and_sum_to_one(optimize_on, seed):
+    # A confidently wrong member is the one an unconstrained fit would give a negative weight.
+    pool = [GOOD, DIVERSE, WEAK, HARMFUL, 1.0 - GOOD / 2 - 0.25]
+    rng = np.random.default_rng(seed)
+    preds = np.stack([pool[i] / pool[i].sum(axis=1, keepdims=True) for i in rng.permutation(len(pool))])
+    weights = fit_optimize(preds, TARGETS, ctx(optimize_on=optimize_on))
+    assert (weights >= 0).all(), weights
+    assert weights.sum() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_optimised_log_loss_weights_beat_the_plain_mean_and_shun_the_harmful_model():
+    preds = np.stack([GOOD, DIVERSE, HARMFUL])
+    weights = fit_optimize(preds, TARGETS, ctx("log_loss"))
+    assert weights[2] < 0.01
+    assert score("log_loss", TARGETS, apply_weights(preds, weights)) < score("log_loss", TARGETS, preds.mean(axis=0)) - 0.05
+
+
+def test_nested_cv_is_lower_than_in_sample_on_a_deliberately_overfit_blend():
+    # 40 models of pure noise over 200 rows: any weights fitted to them fit the noise.
+    rng = np.random.default_rng(1)
+    targets = rng.integers(0, C, 200)
+    noise = rng.dirichlet(np.ones(C), size=(40, 200))
+    for method in ["caruana", "optimize"]:
+        result = evaluate_method(method, noise, targets, np.arange(200) % 5, ctx(optimize_on="metric"))
+        assert result.in_sample > 0.40, method   # chance is 1/3: fitted to the noise
+        assert result.nested < result.in_sample - 0.08, method
+        assert len(result.fold_weights) == 5
+
+
+def test_nested_cv_equals_in_sample_for_a_method_that_fits_nothing():
+    result = evaluate_method("mean", np.stack([GOOD, DIVERSE, WEAK]), TARGETS, FOLDS, ctx())
+    assert result.nested == pytest.approx(result.in_sample)
+    assert result.in_sample == pytest.approx(score("accuracy", TARGETS, (GOOD + DIVERSE + WEAK) / 3))
+
+
+def test_nested_cv_fits_each_fold_without_its_rows():
+    # Planted: on fold 0 only WEAK is right, elsewhere GOOD is. Weights fitted on the other folds pick GOOD,
+    # so the held-out fold 0 is scored with GOOD; an in-sample fit would have seen fold 0.
+    fold0 = FOLDS == 0
+    oracle = np.eye(C)[TARGETS] * 0.8 + 0.1
+    wrong = np.roll(oracle, 1, axis=1)
+    good = np.where(fold0[:, None], wrong, oracle)
+    weak = np.where(fold0[:, None], oracle, wrong)
+    result = evaluate_method("greedy", np.stack([good, weak]), TARGETS, FOLDS, ctx())
+    assert result.fold_weights[0].tolist() == [1.0, 0.0]
+    assert result.nested_per_fold[0] == 0.0
+
+
+def test_rank_transform_scales_each_class_column_to_zero_one():
+    preds = np.array([[[0.1, 0.9], [0.7, 0.3], [0.4, 0.6]]])
+    np.testing.assert_allclose(rank_transform(preds)[0], [[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]])
+
+
+def test_rank_blend_is_invariant_to_a_monotone_rescaling_of_a_member():
+    a, b = GOOD, DIVERSE
+    weights = np.array([0.5, 0.5])
+    np.testing.assert_allclose(apply_weights(np.stack([a, b]), weights, "rank"),
+                               apply_weights(np.stack([a ** 3, b]), weights, "rank"))
+
+
+def test_pick_best_takes_the_best_nested_cv_and_the_simpler_method_on_ties():
+    preds = np.stack([GOOD, DIVERSE])
+    evals = [evaluate_method(m, preds, TARGETS, FOLDS, ctx()) for m in METHODS]
+    best = pick_best(evals, "accuracy")
+    assert best.nested == max(e.nested for e in evals)
+    assert best.method == next(e.method for e in evals if e.nested == best.nested)
+    assert pick_best(evals, "log_loss") is min(evals, key=lambda e: (e.nested, list(METHODS).index(e.method)))
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "f1_macro", "f1_micro", "qwk", "log_loss", "roc_auc"])
+def test_addition_scores_are_the_exact_metric_of_each_sum_including_settled_rows(metric):
+    # Exactness of the row-settling shortcut: compare with the plain metric of every candidate sum,
+    # from an empty sum (nothing settled) to a large one (most rows settled).
+    preds = np.stack([GOOD, DIVERSE, WEAK, GOOD.copy(), model(0.5, 6)])
+    slabs = class_slabs(preds)
+    scorer = AdditionScorer(slabs, TARGETS, metric)
+    sign = -1.0 if metric == "log_loss" else 1.0
+    for counts in ([0, 0, 0, 0, 0], [1, 0, 0, 0, 0], [3, 2, 0, 1, 4], [20, 15, 1, 0, 9]):
+        total = np.tensordot(slabs, np.array(counts, dtype=np.float32), axes=([2], [0]))
+        expected = [score(metric, TARGETS, (total + slabs[:, :, m]).T / (sum(counts) + 1)) for m in range(len(preds))]
+        np.testing.assert_allclose(sign * scorer.scores(total), expected, rtol=1e-5, err_msg=str(counts))
