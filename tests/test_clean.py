@@ -235,3 +235,35 @@ def test_parallel_scan_writes_the_same_files_as_one_process(tmp_path):
     one = {k: v.replace(str(tmp_path / "w1").encode(), b"") for k, v in outputs[1].items()}
     two = {k: v.replace(str(tmp_path / "w2").encode(), b"") for k, v in outputs[2].items()}
     assert one == two
+
+
+def test_parallel_scan_finishes_right_after_the_parent_used_opencv_threads(tmp_path):
+    """Regression: forked workers that called cv2.setNumThreads(1) hung for ever when the parent had just
+    run an OpenCV operation on its thread pool (a pytest session, a notebook). Runs in a child process,
+    several rounds, under a timeout, so a hang fails the test instead of stalling the suite."""
+    import subprocess
+    import sys
+
+    import cv2
+
+    import medal
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(20):  # big enough for OpenCV to parallelise the worker's resizes; 2 chunks of jobs
+        big = cv2.resize(noise(8, 8, seed=i), (600, 600), interpolation=cv2.INTER_CUBIC)
+        (folder / f"{i}.jpg").write_bytes(jpeg(big))
+    script = (
+        "import pathlib, cv2, numpy as np\n"
+        "from medal.scan import ScanJob, scan_files\n"
+        f"jobs = [ScanJob(str(p)) for p in sorted(pathlib.Path({str(folder)!r}).iterdir())]\n"
+        "big = np.zeros((3000, 3000, 3), np.uint8)\n"
+        "for _ in range(6):\n"
+        "    cv2.resize(big, (1000, 1000))  # OpenCV's pool is busy just before the workers fork\n"
+        "    assert all(s.reason is None for s in scan_files(jobs, workers=2))\n"
+        "print('done')\n")
+    src = str(Path(medal.__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=90,
+                          env={**__import__("os").environ, "PYTHONPATH": src})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "done"

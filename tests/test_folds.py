@@ -1,9 +1,10 @@
-"""folds: one stratified fold per clean row, reproducible from the seed."""
+"""folds: one fold per clean row for every strategy, groups kept whole, reproducible from the seed."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import write_yaml
@@ -122,3 +123,186 @@ def test_session_folds_cover_every_clean_row(pipeline):
     folds = pd.read_csv(pipeline.data_dir / "folds.csv", dtype={"image_id": str, "label": str})
     assert folds["image_id"].tolist() == clean["image_id"].tolist()
     assert sorted(folds["fold"].unique()) == [0, 1]
+
+
+# Groups: group_col, duplicates from clean, and both merged.
+
+def write_duplicates(cfg: Config, pairs: list[tuple[str, str]]) -> None:
+    """duplicates.csv as clean writes it: id and group (other columns unused by folds)."""
+    pd.DataFrame(pairs, columns=["image_id", "group"]).to_csv(cfg.data_dir / "duplicates.csv", index=False)
+
+
+def grouped_table(n_groups: int = 12, per_group: int = 3) -> pd.DataFrame:
+    rows = [(f"img{g:02d}_{i}", "ab"[g % 2], f"p{g:02d}") for g in range(n_groups) for i in range(per_group)]
+    return pd.DataFrame(rows, columns=["image_id", "label", "patient"]).sample(frac=1.0, random_state=1).reset_index(drop=True)
+
+
+def spans(table: pd.DataFrame, key: str, column: str = "fold") -> int:
+    """The most folds any value of `key` appears in."""
+    return int(table.groupby(key)[column].nunique().max())
+
+
+def test_stratified_keeps_each_duplicate_group_in_one_fold(tmp_path):
+    cfg = folds_config(tmp_path, "o", "folds.n_folds=3")
+    ids = clean_table()["image_id"].tolist()
+    pairs = [(image_id, f"g{n}") for n in range(6) for image_id in (ids[n], ids[n + 13])]  # six groups of two
+    write_duplicates(cfg, pairs)
+    folds = run_folds(cfg)
+    assert spans(folds.merge(pd.DataFrame(pairs, columns=["image_id", "group"]), on="image_id"), "group") == 1
+    counts = pd.crosstab(folds["label"], folds["fold"])
+    assert (counts.max(axis=1) - counts.min(axis=1) <= 2).all(), counts  # still stratified
+
+
+def test_group_strategy_keeps_each_group_in_one_fold_and_balances_fold_sizes(tmp_path):
+    cfg = folds_config(tmp_path, "o", "folds.strategy=group", "folds.group_col=patient", "folds.n_folds=4",
+                       table=grouped_table())
+    folds = run_folds(cfg)
+    assert spans(folds, "patient") == 1
+    assert folds["fold"].value_counts().tolist() == [9, 9, 9, 9]
+
+
+def test_group_strategies_need_the_group_column(tmp_path):
+    cfg = folds_config(tmp_path, "o", "folds.strategy=stratified_group", table=grouped_table())
+    with pytest.raises(ValueError, match="folds.strategy=stratified_group needs folds.group_col"):
+        run_folds(cfg)
+
+
+def test_group_column_missing_from_clean_csv_is_named(tmp_path):
+    cfg = folds_config(tmp_path, "o", "folds.strategy=group", "folds.group_col=patient_id", table=grouped_table())
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['patient_id'\]"):
+        run_folds(cfg)
+
+
+def test_stratified_group_balances_classes_with_whole_groups(tmp_path):
+    cfg = folds_config(tmp_path, "o", "folds.strategy=stratified_group", "folds.group_col=patient", "folds.n_folds=3",
+                       table=grouped_table(n_groups=18))
+    folds = run_folds(cfg)
+    assert spans(folds, "patient") == 1
+    assert pd.crosstab(folds["label"], folds["fold"]).to_numpy().tolist() == [[9, 9, 9], [9, 9, 9]]
+
+
+def test_a_duplicate_pair_across_two_groups_joins_them(tmp_path):
+    cfg = folds_config(tmp_path, "o", "folds.strategy=group", "folds.group_col=patient", "folds.n_folds=4",
+                       table=grouped_table())
+    write_duplicates(cfg, [("img00_0", "g0001"), ("img05_2", "g0001")])
+    folds = run_folds(cfg)
+    assert folds.loc[folds["patient"].isin(["p00", "p05"]), "fold"].nunique() == 1
+    assert json.loads((cfg.data_dir / "folds.json").read_text())["groups"]["count"] == 11
+
+
+def test_group_ids_keep_their_text(tmp_path):
+    table = grouped_table()
+    table["patient"] = table["patient"].str.replace("p", "0")  # "000", "001", ...
+    cfg = folds_config(tmp_path, "o", "folds.strategy=group", "folds.group_col=patient", "folds.n_folds=3", table=table)
+    run_folds(cfg)
+    assert pd.read_csv(cfg.data_dir / "folds.csv", dtype=str)["patient"].tolist() == table["patient"].tolist()
+
+
+# Multi-label and regression.
+
+def multilabel_table(n: int = 60) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    tags = ["cloud", "haze", "road", "water"]
+    rows = [(f"m{i:03d}", " ".join(t for t in tags if rng.random() < 0.35) or "clear") for i in range(n)]
+    return pd.DataFrame(rows, columns=["image_id", "label"])
+
+
+def test_multilabel_spreads_every_label_over_the_folds(tmp_path):
+    cfg = folds_config(tmp_path, "o", "folds.strategy=multilabel", "data.label_sep=' '", "folds.n_folds=3",
+                       table=multilabel_table())
+    folds = run_folds(cfg)
+    tags = folds["label"].str.split(" ").explode()
+    counts = pd.crosstab(tags.to_numpy(), folds.loc[tags.index, "fold"].to_numpy())
+    assert (counts.max(axis=1) - counts.min(axis=1) <= 1).all(), counts
+    info = json.loads((cfg.data_dir / "folds.json").read_text())
+    assert set(info["class_counts_per_fold"]["0"]) == set(tags)  # per label, not per label combination
+
+
+def test_multilabel_keeps_duplicate_groups_whole(tmp_path):
+    cfg = folds_config(tmp_path, "o", "folds.strategy=multilabel", "data.label_sep=' '", "folds.n_folds=3",
+                       table=multilabel_table())
+    pairs = [(f"m{i:03d}", f"g{i // 6}") for i in range(0, 60, 3)]  # ten groups of two
+    write_duplicates(cfg, pairs)
+    folds = run_folds(cfg).merge(pd.DataFrame(pairs, columns=["image_id", "group"]), on="image_id")
+    assert spans(folds, "group") == 1
+
+
+def test_multilabel_needs_a_label_separator(tmp_path):
+    cfg = folds_config(tmp_path, "o", "folds.strategy=multilabel", table=multilabel_table())
+    with pytest.raises(ValueError, match="needs data.label_sep"):
+        run_folds(cfg)
+
+
+def regression_table(n: int = 100) -> pd.DataFrame:
+    target = np.random.default_rng(0).lognormal(size=n)  # skewed, as prices and counts are
+    return pd.DataFrame({"image_id": [f"r{i:03d}" for i in range(n)], "label": [f"{t:.4f}" for t in target]})
+
+
+def test_kfold_stratifies_a_numeric_target_on_quantile_bins(tmp_path):
+    cfg = folds_config(tmp_path, "o", "folds.strategy=kfold", "folds.n_folds=5", "folds.n_bins=5", table=regression_table())
+    folds = run_folds(cfg)
+    target = folds["label"].astype(float)
+    bins = pd.qcut(target, 5, labels=False)
+    assert (pd.crosstab(bins, folds["fold"]) == 4).all().all()  # each quintile split evenly
+    info = json.loads((cfg.data_dir / "folds.json").read_text())
+    assert info["target_per_fold"]["0"]["count"] == 20.0 and "class_counts_per_fold" not in info
+
+
+def test_kfold_names_a_row_whose_target_is_not_a_number(tmp_path):
+    table = regression_table(20)
+    table.loc[7, "label"] = "n/a"
+    cfg = folds_config(tmp_path, "o", "folds.strategy=kfold", table=table)
+    with pytest.raises(ValueError, match=r"clean.csv row 9 \(r007\) has 'n/a'"):
+        run_folds(cfg)
+
+
+# Repeats, the report and determinism.
+
+def test_repeats_add_a_fold_column_per_seed_recorded_in_folds_json(tmp_path):
+    cfg = folds_config(tmp_path, "o", "folds.n_folds=3", "folds.seed=7", "folds.repeats=3")
+    folds = run_folds(cfg)
+    assert list(folds.columns) == ["image_id", "label", "fold", "fold_s1", "fold_s2"]
+    assert folds["fold"].tolist() != folds["fold_s1"].tolist() != folds["fold_s2"].tolist()
+    info = json.loads((cfg.data_dir / "folds.json").read_text())
+    assert info["columns"] == {"fold": 7, "fold_s1": 8, "fold_s2": 9}
+    single = folds_config(tmp_path, "single", "folds.n_folds=3", "folds.seed=8")
+    assert run_folds(single)["fold"].tolist() == folds["fold_s1"].tolist()  # repeat r is the split of seed + r
+
+
+def test_report_warns_when_a_fold_misses_a_class(tmp_path, caplog):
+    table = grouped_table(n_groups=9)
+    table.loc[table["patient"] == "p00", "label"] = "rare"  # one group holds the whole class
+    cfg = folds_config(tmp_path, "o", "folds.strategy=stratified_group", "folds.group_col=patient", "folds.n_folds=3",
+                       table=table)
+    with caplog.at_level("WARNING", logger="medal"):
+        folds = run_folds(cfg)
+    rare_fold = int(folds.loc[folds["label"] == "rare", "fold"].iat[0])
+    missing = sorted({0, 1, 2} - {rare_fold})
+    info = json.loads((cfg.data_dir / "folds.json").read_text())
+    assert [w.split(" has no")[0] for w in info["warnings"]] == [f"fold: fold {k}" for k in missing]
+    assert "['rare']" in info["warnings"][0] and "fold: fold" in caplog.text
+    report = (cfg.data_dir / "folds_report.md").read_text()
+    assert "## Warnings" in report and "| fold | rows | groups | a | b | rare |" in report
+
+
+def test_folds_csv_is_byte_identical_across_processes_and_hash_seeds(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import medal
+
+    outputs = []
+    for run, hash_seed in enumerate(("1", "2")):
+        cfg = folds_config(tmp_path, f"p{run}", "folds.strategy=stratified_group", "folds.group_col=patient",
+                           "folds.repeats=2", table=grouped_table(n_groups=20))
+        write_duplicates(cfg, [("img00_0", "g1"), ("img07_1", "g1"), ("img03_2", "g2"), ("img11_0", "g2")])
+        config = tmp_path / f"c{run}.yaml"
+        (tmp_path / "c.yaml").rename(config)
+        src = str(Path(medal.__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+        done = subprocess.run([sys.executable, "-m", "medal", "folds", "-c", str(config)], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        outputs.append((cfg.data_dir / "folds.csv").read_bytes())
+    assert outputs[0] == outputs[1]

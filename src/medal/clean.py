@@ -60,6 +60,9 @@ def find_problems(cfg: Config, table: pd.DataFrame) -> tuple[list[list[Finding]]
     for r, scan in zip(rows, scans):
         if scan.reason is not None:
             findings[r].append((scan.reason, scan.detail))
+    if scans and all(s.reason == "missing_file" for s in scans):
+        raise FileNotFoundError(f"none of the {len(scans)} files train.csv lists exists (the first is "
+                                f"{scans[0].detail.removesuffix(' not found')}): check data.train_dir and data.image_ext")
     good = [(r, s) for r, s in zip(rows, scans) if s.reason is None]
     names = [f"{i}{d.image_ext}" for i in ids]
     _add_image_findings(cfg, good, names, findings)

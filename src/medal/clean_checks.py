@@ -59,7 +59,9 @@ def label_findings(table: pd.DataFrame, id_col: str, label_col: str, csv_name: s
     out: list[Finding | None] = []
     for row, (image_id, row_parts, is_dup) in enumerate(zip(table[id_col], parts, duplicated)):
         where = f"row {row + 2} of {csv_name} ({image_id})"
-        if not row_parts:
+        if pd.isna(image_id) or not str(image_id).strip():
+            out.append(("missing_file", f"row {row + 2} of {csv_name} has an empty id"))
+        elif not row_parts:
             out.append(("missing_label", where))
         elif is_dup:
             out.append(("duplicate_id", f"row {row + 2} of {csv_name} repeats id {image_id} "

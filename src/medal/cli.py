@@ -23,8 +23,10 @@ STAGE_SECTIONS = {
 }
 
 STAGE_HELP = {
-    "clean": "decode every training image; write clean.csv, dropped.csv (reason per row) and a report",
-    "folds": "split clean.csv into folds; write folds.csv and folds.json",
+    "clean": "decode every training image in parallel, find broken, odd and duplicate files; write clean.csv, "
+             "dropped.csv (reason per row), findings.csv, duplicates.csv, a report, and the resized-image cache if asked",
+    "folds": "split clean.csv into folds, keeping duplicate and group_col groups whole; write folds.csv, folds.json "
+             "and folds_report.md",
     "train": "train the experiment's model on every fold (or --fold K); write checkpoints, metrics and OOF",
     "infer": "measure TTA views on OOF, keep those that help, predict the test set with every fold model",
     "blend": "compare experiments on OOF, blend them, write and check submissions/<name>.csv",

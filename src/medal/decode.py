@@ -100,7 +100,10 @@ def decode_rgb(data: bytes) -> np.ndarray | None:
     if not data:
         return None
     fmt = sniff_format(data)
-    image = _decode_cv2(data, fmt)
+    try:
+        image = _decode_cv2(data, fmt)
+    except cv2.error:  # e.g. an image over OpenCV's pixel limit: PIL may still read it
+        image = None
     return image if image is not None else _decode_pil(data)
 
 

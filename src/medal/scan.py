@@ -12,6 +12,7 @@ import io
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -158,11 +159,23 @@ def default_workers() -> int:
 
 
 def _init_worker() -> None:
-    cv2.setNumThreads(1)  # the processes are the parallelism; OpenCV threads would only contend
+    # The processes are the parallelism; OpenCV's own threads would only contend. 0 (run serially), not 1:
+    # after a fork from a parent that has used OpenCV's thread pool, setNumThreads(1) hangs (OpenCV 5,
+    # pthreads backend), while 0 is what DataLoader workers set too.
+    cv2.setNumThreads(0)
 
 
 def _scan_chunk(jobs: list[ScanJob], cache: CacheSpec | None) -> list[FileScan]:
-    return [scan_file(job, cache) for job in jobs]
+    return [_scan_safely(job, cache) for job in jobs]
+
+
+def _scan_safely(job: ScanJob, cache: CacheSpec | None) -> FileScan:
+    """scan_file, with any unforeseen decoder error (an OpenCV size limit, a decompression bomb) turned
+    into a finding that names the file, instead of a traceback that stops the whole scan."""
+    try:
+        return scan_file(job, cache)
+    except Exception as err:  # noqa: BLE001 - reported per file, never silently
+        return FileScan("corrupt", f"{job.path}: {type(err).__name__}: {err}")
 
 
 def scan_files(jobs: list[ScanJob], workers: int = 0, cache: CacheSpec | None = None,
@@ -187,5 +200,8 @@ def scan_files(jobs: list[ScanJob], workers: int = 0, cache: CacheSpec | None = 
                 results.extend(part)
                 bar.update(len(part))
         return results
+    except BrokenProcessPool as err:
+        raise OSError(f"a scan worker process died ({err}); out of memory? Rerun with clean.workers=1 "
+                      "to scan in one process") from None
     finally:
         bar.close()
