@@ -18,6 +18,7 @@ STAGE_SECTIONS = {
     "clean": ["data", "clean"],
     "folds": ["data", "folds"],
     "train": ["data", "model", "train"],
+    "lr-find": ["data", "model", "train"],
     "infer": ["data", "model", "train", "infer"],
     "blend": ["data", "blend"],
 }
@@ -28,6 +29,7 @@ STAGE_HELP = {
     "folds": "split clean.csv into folds, keeping duplicate and group_col groups whole; write folds.csv, folds.json "
              "and folds_report.md",
     "train": "train the experiment's model on every fold (or --fold K); write checkpoints, metrics and OOF",
+    "lr-find": "LR range test on fold K's training images (default 0): plot loss against LR and suggest an LR",
     "infer": "measure TTA views on OOF, keep those that help, predict the test set with every fold model",
     "blend": "compare experiments on OOF, blend them, write and check submissions/<name>.csv",
 }
@@ -54,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("-c", "--config", required=True, type=Path, help="experiment YAML file (may inherit via `base:`)")
         if stage == "train":
             sub.add_argument("--fold", type=int, default=None, help="train only fold K (default: every fold)")
+        if stage == "lr-find":
+            sub.add_argument("--fold", type=int, default=0, help="sweep on fold K's training images (default 0)")
         if stage == "blend":
             sub.add_argument("--name", default=None, help="submission name (default: blend.submission_name)")
             sub.add_argument("--compare", action="store_true",
@@ -119,6 +123,13 @@ def _train(cfg: Config, ns, names) -> int:
     return 0
 
 
+def _lr_find(cfg: Config, ns, names) -> int:
+    from medal.lr_find import run_lr_find
+    report = run_lr_find(cfg, ns.fold)
+    print(f"suggested lr {report['suggested_lr']:.3g} ({report['rule']} rule); plot {report['plot']}")
+    return 0
+
+
 def _infer(cfg: Config, ns, names) -> int:
     from medal.infer import run_infer
     run_infer(cfg)
@@ -152,7 +163,7 @@ def _score(cfg: Config, ns, names) -> int:
     return 0
 
 
-STAGES = {"clean": _clean, "folds": _folds, "train": _train, "infer": _infer, "blend": _blend,
+STAGES = {"clean": _clean, "folds": _folds, "train": _train, "lr-find": _lr_find, "infer": _infer, "blend": _blend,
           "check-submission": _check, "score": _score}
 
 

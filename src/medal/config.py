@@ -111,26 +111,123 @@ class ModelConfig(Section):
     pretrained_file: Path | None = Field(None, description="Local weights file for the backbone; none trains from scratch (no hub access).")
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the classifier head.")
     drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0, description="Stochastic depth rate in the body.")
+    head_init: Literal["xavier", "kaiming", "timm"] = Field("xavier", description="Init of the new classifier head: xavier (Xavier-normal, suits a linear layer into softmax), kaiming (Kaiming-normal), timm (the backbone's own); biases start at 0. A head loaded from pretrained_file is kept.")
+
+
+class StageConfig(Section):
+    image_size: int = Field(ge=8, description="Square input size of this stage.")
+    epochs: int = Field(ge=1, description="Epochs of this stage.")
+    batch_size: int = Field(ge=1, description="Images per batch in this stage.")
+
+
+class RestartsConfig(Section):
+    cycle_epochs: float = Field(2.0, gt=0, description="Length of the first cosine cycle in epochs (after warmup).")
+    cycle_mul: float = Field(2.0, ge=1, description="Each cycle is this many times longer than the one before.")
+    cycle_decay: float = Field(1.0, gt=0, le=1, description="Each restart's peak LR is this times the one before.")
+    cycle_limit: int | None = Field(None, ge=1, description="Number of cycles; after the last the LR stays at min_lr. None: no limit.")
+
+
+class MixupConfig(Section):
+    mixup_alpha: float = Field(0.0, ge=0, description="Mixup Beta(alpha, alpha); 0 = off (timm Mixup).")
+    cutmix_alpha: float = Field(0.0, ge=0, description="CutMix Beta(alpha, alpha); 0 = off.")
+    prob: float = Field(1.0, ge=0, le=1, description="Probability that a batch is mixed at all.")
+    switch_prob: float = Field(0.5, ge=0, le=1, description="With both on: probability of CutMix instead of Mixup.")
+
+    @property
+    def enabled(self) -> bool:
+        return self.prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
+
+
+class EmaConfig(Section):
+    enabled: bool = Field(True, description="Keep an exponential moving average of the weights (timm ModelEmaV3), validated every epoch.")
+    decay: float = Field(0.999, gt=0, lt=1, description="EMA decay (the cap, when warmup is on).")
+    warmup: bool = Field(True, description="Ramp the decay up from 0 (1 - (1 + step) ** -2/3), so short runs still average.")
+    oof: Literal["either", "ema", "raw"] = Field("either", description="Which weights best.pt, early stopping and the OOF follow: ema, raw, or either (each epoch, whichever validates better).")
+
+
+class HardMiningConfig(Section):
+    start_epoch: int | None = Field(None, ge=1, description="From this epoch (0-based) on, draw training samples in proportion to their last loss. None: off.")
+    strength: float = Field(1.0, ge=0, description="Weight = (loss / mean loss) ** strength; 0 draws uniformly.")
+    cap: float = Field(5.0, ge=1, description="Weights are clipped to [1/cap, cap]: no sample is drawn more than cap times, or less than 1/cap times, as often as the mean.")
+
+
+class LrFindConfig(Section):
+    start_lr: float = Field(1e-7, gt=0, description="lr-find: first LR of the exponential sweep.")
+    end_lr: float = Field(10.0, gt=0, description="lr-find: last LR of the sweep.")
+    steps: int = Field(100, ge=5, description="lr-find: optimizer steps in the sweep (at most).")
+    smoothing: float = Field(0.98, ge=0, lt=1, description="lr-find: exponential smoothing of the loss (debiased).")
+    diverge: float = Field(4.0, gt=1, description="lr-find: stop when the smoothed loss exceeds this times its minimum.")
+    rule: Literal["valley", "steepest"] = Field("valley", description="lr-find: suggest the LR in the longest valley (fastai) or at the steepest descent.")
 
 
 class TrainConfig(Section):
-    image_size: int = Field(224, ge=8, description="Square input size in pixels.")
-    epochs: int = Field(10, ge=1, description="Epochs per fold.")
-    batch_size: int = Field(32, ge=1, description="Images per optimizer step.")
-    lr: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW).")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (L2).")
-    warmup_epochs: float = Field(0.0, ge=0, description="Linear warmup length in epochs before the cosine decay.")
+    image_size: int = Field(224, ge=8, description="Square input size in pixels (the last stage's size when train.stages is set; OOF and inference use it).")
+    epochs: int = Field(10, ge=1, description="Epochs per fold (train.stages replaces it when set).")
+    batch_size: int = Field(32, ge=1, description="Images per batch (train.stages replaces it when set).")
+    stages: list[StageConfig] = Field([], description="Progressive resizing: [{image_size, epochs, batch_size}, ...]; the same model and one schedule run through them.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate of the head (the body's is scaled by body_lr_scale or layer_decay).")
+    optimizer: Literal["adamw", "sgd", "rmsprop"] = Field("adamw", description="timm create_optimizer_v2 name: adamw, sgd (Nesterov momentum), rmsprop.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="Momentum of sgd and rmsprop.")
+    weight_decay: float = Field(0.01, ge=0, description="Weight decay (L2; decoupled for AdamW); biases and norms are exempt.")
+    l1_head: float = Field(0.0, ge=0, description="L1 penalty on the classifier head's weights, added to the loss.")
+    body_lr_scale: float = Field(1.0, gt=0, le=1, description="Body LR = lr x this; the head keeps lr (e.g. 0.1 for a pretrained body).")
+    layer_decay: float | None = Field(None, gt=0, le=1, description="Layer-wise LR decay (timm): each layer's LR is this times the next one's, up to the head.")
+    freeze_body_epochs: int = Field(0, ge=0, description="Train only the head for this many first epochs (body weights and norm statistics frozen).")
+    lr_reference_batch: int | None = Field(None, ge=1, description="Linear scaling rule: LR x (batch_size x accumulate / this). None: no scaling.")
+    accumulate: int = Field(1, ge=1, description="Batches per optimizer step (gradient accumulation).")
+    clip_grad_norm: float | None = Field(None, gt=0, description="Clip the gradient norm to this before each step. None: off.")
+    schedule: Literal["cosine", "restarts", "onecycle"] = Field("cosine", description="LR schedule per step: cosine (timm), restarts (timm cosine with warm restarts, see train.restarts), onecycle (torch OneCycleLR).")
+    restarts: RestartsConfig = RestartsConfig()
+    warmup_epochs: float = Field(1.0, ge=0, description="Linear warmup in epochs before the cosine (onecycle: its rise; 0 takes 30% of the run).")
     min_lr: float = Field(1e-6, ge=0, description="Learning rate at the end of the cosine.")
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing.")
+    loss: Literal["ce", "bce", "mse"] = Field("ce", description="ce: cross-entropy (single-label), bce: per-class binary (multi-label), mse: regression on the target vector.")
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="Label smoothing of the targets (every loss, with or without mixup).")
+    mixup: MixupConfig = MixupConfig()
+    ema: EmaConfig = EmaConfig()
+    patience: int | None = Field(None, ge=1, description="Early stopping: stop after this many epochs without a better validation metric. None: off.")
+    hard_mining: HardMiningConfig = HardMiningConfig()
     augment: str = Field("light", description="Augmentation preset: none, light (no flips), flips, photo (medal.augment.PRESETS).")
+    sample_grid: int = Field(16, ge=0, description="Save this many augmented training images per image size as fold<k>/augment_<size>px.png; 0 = off.")
+    gallery_size: int = Field(16, ge=0, description="Save the fold's hardest OOF images (highest loss) as fold<k>/hardest_oof.png; 0 = off.")
+    overfit_ratio: float = Field(10.0, gt=1, description="Fold diagnosis: overfitting when the validation loss is at least this many times the train loss (10: an order of magnitude).")
     num_workers: int = Field(2, ge=0, description="DataLoader worker processes; 0 loads in the main process.")
+    persistent_workers: bool = Field(True, description="Keep DataLoader workers alive between epochs (augmentations stay reproducible: seeds travel with the batches).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' takes CUDA when present.")
-    amp: bool = Field(True, description="Mixed precision (bf16) on CUDA; ignored on CPU.")
+    amp: bool = Field(True, description="Mixed precision on CUDA (train.amp_dtype); ignored on CPU.")
+    amp_dtype: Literal["bf16", "fp16"] = Field("bf16", description="bf16, or fp16 with a gradient scaler (GPUs without bf16).")
+    channels_last: bool = Field(True, description="channels_last memory format for model and batches on CUDA (faster convolutions with AMP).")
+    compile: bool = Field(False, description="torch.compile the model on CUDA (slow first epoch, faster after).")
+    lr_find: LrFindConfig = LrFindConfig()
 
     @field_validator("augment")
     @classmethod
     def _known_preset(cls, value: str) -> str:
         return _registered("augment", "PRESETS", value)
+
+    @field_validator("stages")
+    @classmethod
+    def _stages_end_at_image_size(cls, value: list[StageConfig], info) -> list[StageConfig]:
+        size = info.data.get("image_size")
+        if value and size is not None and value[-1].image_size != size:
+            raise ValueError(f"the last stage's image_size ({value[-1].image_size}) must equal train.image_size ({size}), "
+                             "the size the OOF and inference use")
+        return value
+
+    @field_validator("mixup")
+    @classmethod
+    def _mixup_needs_even_batches(cls, value: MixupConfig, info) -> MixupConfig:
+        sizes = [s.batch_size for s in info.data.get("stages") or []] or [info.data.get("batch_size")]
+        if value.enabled and any(b is not None and b % 2 for b in sizes):
+            raise ValueError(f"mixup/cutmix pair each image with another: batch sizes must be even (got {sizes})")
+        return value
+
+    def stage_list(self) -> list[StageConfig]:
+        """The progressive stages, or one stage of (image_size, epochs, batch_size)."""
+        return self.stages or [StageConfig(image_size=self.image_size, epochs=self.epochs, batch_size=self.batch_size)]
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(s.epochs for s in self.stage_list())
 
 
 class InferConfig(Section):
