@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
+from train_toy import one_compute_thread  # noqa: F401 (autouse fixture)
 
 from medal.config import ModelConfig
 from medal.models import build_model, normalisation
@@ -51,3 +52,50 @@ def test_normalisation_follows_the_backbones_pretrained_config():
     imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     mean, std = normalisation(build_model(ModelConfig(backbone="resnet10t"), 3))
     assert (mean, std) == (pytest.approx(imagenet[0]), pytest.approx(imagenet[1]))
+
+
+def _train_outputs(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    model = build_model(cfg, 5).train()
+    for module in model.modules():  # timm zero-inits each block's last norm, which silences its branch at init
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.ones_(module.weight)
+    x = torch.rand(4, 3, 32, 32)
+    return model(x), model(x)
+
+
+def test_head_dropout_makes_training_forward_passes_random():
+    first, second = _train_outputs(ModelConfig(backbone="resnet10t", drop_rate=0.5))
+    assert not torch.allclose(first, second)
+    first, second = _train_outputs(ModelConfig(backbone="resnet10t"))
+    assert torch.allclose(first, second)
+
+
+def test_drop_path_rate_drops_residual_branches_in_the_body():
+    first, second = _train_outputs(ModelConfig(backbone="resnet10t", drop_path_rate=0.5))
+    assert not torch.allclose(first, second)
+    model = build_model(ModelConfig(backbone="resnet10t", drop_path_rate=0.3), 5)
+    rates = [m.drop_prob for m in model.modules() if type(m).__name__ == "DropPath"]
+    assert rates and max(rates) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("how, std", [("kaiming", (2 / 96) ** 0.5), ("xavier", (2 / (96 + 96)) ** 0.5)])
+def test_head_init_draws_normal_weights_with_the_schemes_std_and_zero_bias(how, std):
+    torch.manual_seed(0)
+    fc = build_model(ModelConfig(backbone="test_resnet", head_init=how), 96).fc  # 96 features in, 96 classes out
+    assert fc.weight.std().item() == pytest.approx(std, rel=0.05)
+    assert fc.weight.mean().abs().item() < std / 10 and torch.count_nonzero(fc.bias) == 0
+
+
+def test_head_init_timm_keeps_timms_own_head():
+    torch.manual_seed(0)
+    ours = build_model(ModelConfig(backbone="test_resnet", head_init="timm"), 96).fc
+    torch.manual_seed(0)
+    theirs = timm.create_model("test_resnet", num_classes=96).fc
+    assert torch.equal(ours.weight, theirs.weight)
+
+
+def test_a_head_loaded_from_the_pretrained_file_is_not_reinitialised(source_model, tmp_path):
+    torch.save(source_model.state_dict(), tmp_path / "w.pth")
+    model = build_model(ModelConfig(backbone="test_resnet", pretrained_file=tmp_path / "w.pth", head_init="kaiming"), 1000)
+    assert torch.equal(model.fc.weight, source_model.fc.weight)

@@ -18,7 +18,8 @@ from medal.metrics import score
 from medal.models import build_model
 from medal.train import FoldTrainer, run_train
 
-FOLD_FILES = ["best.pt", "last.pt", "metrics.csv", "oof.csv", "done.json"]
+FOLD_FILES = ["best.pt", "last.pt", "metrics.csv", "steps.csv", "oof.csv", "done.json", "curves.png", "hardest_oof.png",
+              "augment_16px.png"]
 
 
 def fold_oof(cfg: Config, fold: int) -> pd.DataFrame:
@@ -139,20 +140,21 @@ def test_best_checkpoint_is_the_epoch_with_the_best_validation_score(pipeline):
     folder = pipeline.cfg().fold_dir(0)
     metrics = pd.read_csv(folder / "metrics.csv")
     state = torch.load(folder / "best.pt", weights_only=True)
-    best = int(metrics["accuracy"].idxmax())  # first epoch reaching the maximum
+    # train.ema.oof=either (the default): each epoch offers the raw and the EMA weights.
+    chosen = metrics[["accuracy", "ema_accuracy"]].max(axis=1)
+    best = int(chosen.idxmax())  # first epoch reaching the maximum
     assert state["epoch"] == metrics.loc[best, "epoch"]
-    assert state["score"] == pytest.approx(metrics["accuracy"].max())
-    assert json.loads((folder / "done.json").read_text())["best_score"] == pytest.approx(metrics["accuracy"].max())
+    assert state["score"] == pytest.approx(chosen.max())
+    assert state["weights"] == ("ema" if metrics.loc[best, "ema_accuracy"] > metrics.loc[best, "accuracy"] else "raw")
+    assert json.loads((folder / "done.json").read_text())["best_score"] == pytest.approx(chosen.max())
 
 
 @pytest.mark.parametrize("metric, best_epoch", [("accuracy", 2), ("log_loss", 1)])
 def test_best_checkpoint_follows_the_metrics_direction(pipeline, tmp_path, monkeypatch, metric, best_epoch):
-    import medal.train
-
     scripted = iter([0.5, 0.2, 0.9])  # validation scores of epochs 0, 1, 2
-    monkeypatch.setattr(medal.train, "score", lambda name, targets, probs: next(scripted))
+    monkeypatch.setattr(FoldTrainer, "_valid_score", lambda self, probs: next(scripted))
     out = fresh_outputs(pipeline, tmp_path / "o")
-    cfg = pipeline.cfg("tiny_resnet", f"output_dir={out}", f"metric={metric}", "train.epochs=3")
+    cfg = pipeline.cfg("tiny_resnet", f"output_dir={out}", f"metric={metric}", "train.epochs=3", "train.ema.enabled=false")
     assert run_train(cfg, fold=0) == {0: [0.5, 0.2, 0.9][best_epoch]}
     state = torch.load(cfg.fold_dir(0) / "best.pt", weights_only=True)
     assert (state["epoch"], state["score"]) == (best_epoch, [0.5, 0.2, 0.9][best_epoch])

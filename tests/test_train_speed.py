@@ -1,0 +1,74 @@
+"""Speed switches: AMP dtype and gradient scaler, channels_last, torch.compile, DataLoader settings.
+
+The CUDA runs at the bottom are skipped on machines without a GPU.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from train_toy import make_toy, one_compute_thread, own_outputs, toy_cfg  # noqa: F401 (autouse fixture)
+
+from medal.config import ModelConfig
+from medal.models import build_model
+from medal.runtime import amp_dtype, autocast, grad_scaler, make_loader, speed_up
+from medal.train import run_train
+
+CUDA = torch.device("cuda")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _model():
+    return build_model(ModelConfig(backbone="test_resnet"), 3)
+
+
+def _conv(model) -> torch.Tensor:
+    return next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).weight
+
+
+def test_channels_last_reformats_the_weights_on_cuda_only():
+    model = speed_up(_model(), CUDA, channels_last=True, compile=False)  # a CUDA device object; tensors stay put
+    assert _conv(model).is_contiguous(memory_format=torch.channels_last)
+    assert not _conv(speed_up(_model(), CUDA, False, False)).is_contiguous(memory_format=torch.channels_last)
+    assert not _conv(speed_up(_model(), torch.device("cpu"), True, False)).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_compile_wraps_the_model_and_shares_its_parameters():
+    model = _model()
+    compiled = speed_up(model, CUDA, channels_last=False, compile=True)
+    assert compiled is not model and hasattr(compiled, "_orig_mod") and compiled._orig_mod is model
+    assert speed_up(model, CUDA, False, False) is model
+    assert speed_up(model, torch.device("cpu"), False, True) is model
+
+
+def test_amp_dtype_by_name_and_autocast_is_off_on_cpu():
+    assert amp_dtype(CUDA, "bf16") == torch.bfloat16 and amp_dtype(CUDA, "fp16") == torch.float16
+    assert amp_dtype(torch.device("cpu")) == torch.bfloat16
+    with autocast(torch.device("cpu"), True, "bf16"):
+        assert torch.ones(2, 2).mm(torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_grad_scaler_is_off_on_cpu_and_for_bf16():
+    assert not grad_scaler(torch.device("cpu"), True, "fp16").is_enabled()
+    assert not grad_scaler(CUDA, True, "bf16").is_enabled()
+
+
+def test_loader_pins_memory_on_cuda_and_keeps_workers_when_asked():
+    data = list(range(8))
+    loader = make_loader(data, 4, 2, CUDA, persistent_workers=True)
+    assert loader.pin_memory and loader.persistent_workers and loader.num_workers == 2
+    loader = make_loader(data, 4, 0, torch.device("cpu"), persistent_workers=True)
+    assert not loader.pin_memory and not loader.persistent_workers  # nothing to keep alive without workers
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_cuda_training_with_amp_channels_last_and_compile(tmp_path_factory, dtype):
+    base = tmp_path_factory.mktemp(f"cuda_{dtype}")
+    config = make_toy(base)
+    cfg = toy_cfg(config, own_outputs(config, base / "o"), "train.device=cuda", "train.amp=true",
+                  f"train.amp_dtype={dtype}", "train.channels_last=true", "train.compile=true", "train.epochs=2")
+    scores = run_train(cfg, fold=0)
+    last = torch.load(cfg.fold_dir(0) / "last.pt", weights_only=True, map_location="cpu")
+    assert scores[0] > 0 and all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+    assert bool(last["scaler"]) == (dtype == "fp16")  # the fp16 run checkpoints its scaler
+    assert not any(k.startswith("_orig_mod") for k in last["model"])  # plain keys, loadable without compile
