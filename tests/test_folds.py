@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from conftest import write_yaml
 
 from medal.config import Config, load_config
 from medal.folds import run_folds
+from medal.log import get_logger
 
 # Uneven classes, so that stratification has something to do.
 CLASS_SIZES = {"cat": 11, "dog": 7, "eel": 5, "fox": 3}
@@ -269,18 +271,25 @@ def test_repeats_add_a_fold_column_per_seed_recorded_in_folds_json(tmp_path):
     assert run_folds(single)["fold"].tolist() == folds["fold_s1"].tolist()  # repeat r is the split of seed + r
 
 
-def test_report_warns_when_a_fold_misses_a_class(tmp_path, caplog):
+def test_report_warns_when_a_fold_misses_a_class(tmp_path):
     table = grouped_table(n_groups=9)
     table.loc[table["patient"] == "p00", "label"] = "rare"  # one group holds the whole class
     cfg = folds_config(tmp_path, "o", "folds.strategy=stratified_group", "folds.group_col=patient", "folds.n_folds=3",
                        table=table)
-    with caplog.at_level("WARNING", logger="medal"):
+    logged = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: logged.append(record.getMessage())  # the CLI turns off propagation to root
+    get_logger().addHandler(handler)
+    try:
         folds = run_folds(cfg)
+    finally:
+        get_logger().removeHandler(handler)
     rare_fold = int(folds.loc[folds["label"] == "rare", "fold"].iat[0])
     missing = sorted({0, 1, 2} - {rare_fold})
     info = json.loads((cfg.data_dir / "folds.json").read_text())
     assert [w.split(" has no")[0] for w in info["warnings"]] == [f"fold: fold {k}" for k in missing]
-    assert "['rare']" in info["warnings"][0] and "fold: fold" in caplog.text
+    assert "['rare']" in info["warnings"][0]
+    assert [m for m in logged if "has no row" in m] == [f"folds: {w}" for w in info["warnings"]]
     report = (cfg.data_dir / "folds_report.md").read_text()
     assert "## Warnings" in report and "| fold | rows | groups | a | b | rare |" in report
 

@@ -93,7 +93,7 @@ class CleanConfig(Section):
 
 
 class FoldsConfig(Section):
-    strategy: str = Field("stratified", description="Fold strategy (medal.folds.STRATEGIES).")
+    strategy: str = Field("stratified", description="Fold strategy (medal.folds.STRATEGIES): stratified (by label), group (whole folds.group_col groups), stratified_group (both), multilabel (iterative stratification; needs data.label_sep), kfold (regression: stratified on quantile bins of a numeric label). Duplicate groups from clean are always kept whole.")
     n_folds: int = Field(5, ge=2, description="Number of folds (k).")
     seed: int = Field(42, description="Seed of the fold shuffle, recorded in folds.json.")
     group_col: str | None = Field(None, description="Column of train.csv whose rows must share a fold (e.g. patient_id); needed by the group and stratified_group strategies, honoured by every strategy when set.")

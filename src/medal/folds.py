@@ -69,7 +69,11 @@ def group(table: pd.DataFrame, cfg: Config, groups: np.ndarray, seed: int) -> np
     n_groups = len(np.unique(groups))
     if n_groups < cfg.folds.n_folds:
         raise ValueError(f"{n_groups} groups in {cfg.folds.group_col!r}, fewer than folds.n_folds={cfg.folds.n_folds}")
-    splitter = GroupKFold(n_splits=cfg.folds.n_folds, shuffle=True, random_state=seed)
+    try:
+        splitter = GroupKFold(n_splits=cfg.folds.n_folds, shuffle=True, random_state=seed)
+    except TypeError:  # scikit-learn < 1.6 has no shuffle: renumber the groups in a seeded random order instead
+        splitter = GroupKFold(n_splits=cfg.folds.n_folds)
+        groups = np.random.default_rng(seed).permutation(int(groups.max()) + 1)[groups]
     return _assign(splitter.split(np.zeros(len(table)), groups=groups), len(table))
 
 
