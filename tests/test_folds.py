@@ -315,3 +315,23 @@ def test_folds_csv_is_byte_identical_across_processes_and_hash_seeds(tmp_path):
         assert done.returncode == 0, done.stderr
         outputs.append((cfg.data_dir / "folds.csv").read_bytes())
     assert outputs[0] == outputs[1]
+
+
+def test_group_strategy_works_without_groupkfold_shuffle_as_in_old_scikit_learn(tmp_path, monkeypatch):
+    from sklearn.model_selection import GroupKFold
+
+    import medal.folds
+
+    class OldGroupKFold(GroupKFold):  # scikit-learn < 1.6: no shuffle, no random_state
+        def __init__(self, n_splits=5):
+            super().__init__(n_splits=n_splits)
+
+    monkeypatch.setattr(medal.folds, "GroupKFold", OldGroupKFold)
+    first = run_folds(folds_config(tmp_path, "a", "folds.strategy=group", "folds.group_col=patient",
+                                   "folds.n_folds=4", table=grouped_table()))
+    again = run_folds(folds_config(tmp_path, "b", "folds.strategy=group", "folds.group_col=patient",
+                                   "folds.n_folds=4", table=grouped_table()))
+    other = run_folds(folds_config(tmp_path, "c", "folds.strategy=group", "folds.group_col=patient",
+                                   "folds.n_folds=4", "folds.seed=1", table=grouped_table()))
+    assert spans(first, "patient") == 1 and first["fold"].value_counts().tolist() == [9, 9, 9, 9]
+    assert first["fold"].tolist() == again["fold"].tolist() != other["fold"].tolist()
