@@ -83,7 +83,7 @@ def test_a_second_clean_reuses_the_cache_and_refreshes_a_changed_source(tmp_path
     assert np.abs(load_rgb(t1).astype(int) - expected).mean() < 4
 
 
-def test_dropped_rows_get_no_usable_cache_entry_and_a_missing_entry_is_named(tmp_path):
+def test_an_unreadable_row_has_no_cache_entry_and_asking_for_it_names_the_fix(tmp_path):
     cfg = make_competition(tmp_path)
     run_clean(cfg)
     with pytest.raises(FileNotFoundError, match=r"bad.png.jpg is not in the resized-image cache .*run `medal clean"):
