@@ -1,4 +1,8 @@
-"""train: per-fold checkpoints, metrics and OOF; skipping finished folds; resuming; determinism."""
+"""train: per-fold checkpoints, metrics and OOF; skipping finished folds; resuming; determinism.
+
+Tests that read the session pipeline's outputs use it; tests that train again use the toy competition
+(tests/train_toy.py) on one torch thread, which takes a second where the digits take a minute.
+"""
 from __future__ import annotations
 
 import json
@@ -10,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import EPOCHS, EXPERIMENTS, N_FOLDS, Pipeline
+from train_toy import make_toy, own_outputs, toy_cfg
 
 from medal.config import Config
 from medal.data import read_folds
@@ -35,20 +40,37 @@ def fresh_outputs(pipeline: Pipeline, dest: Path) -> Path:
     return dest
 
 
+TOY_EPOCHS = 3
+# Dropout and EMA make the same-seed and resume comparisons depend on every RNG the loop uses.
+TOY = ["train.epochs=3", "model.drop_rate=0.2"]
+
+
 @pytest.fixture(scope="module")
-def retrained(pipeline, tmp_path_factory) -> Config:
-    """tiny_resnet trained again, fold 0 only, with the same config into a separate output_dir."""
-    out = fresh_outputs(pipeline, tmp_path_factory.mktemp("retrain"))
-    cfg = pipeline.cfg("tiny_resnet", f"output_dir={out}")
-    run_train(cfg, fold=0)
+def toy(tmp_path_factory) -> Path:
+    return make_toy(tmp_path_factory.mktemp("toy"))
+
+
+def _toy_run(toy: Path, dest: Path, *overrides: str) -> Config:
+    """The toy competition trained on fold 0 (one torch thread, as every comparison here)."""
+    cfg = toy_cfg(toy, own_outputs(toy, dest), *TOY, *overrides)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_train(cfg, fold=0)
+    finally:
+        torch.set_num_threads(threads)
     return cfg
 
 
 @pytest.fixture(scope="module")
-def resumed(pipeline, tmp_path_factory) -> tuple[Config, list[int]]:
-    """tiny_resnet fold 0 interrupted before epoch 2, then run again; returns the epochs the second run trained."""
-    out = fresh_outputs(pipeline, tmp_path_factory.mktemp("resume"))
-    cfg = pipeline.cfg("tiny_resnet", f"output_dir={out}")
+def retrained(toy, tmp_path_factory) -> tuple[Config, Config]:
+    """The same config (same seed) trained twice, fold 0 only, into separate output dirs."""
+    return _toy_run(toy, tmp_path_factory.mktemp("first")), _toy_run(toy, tmp_path_factory.mktemp("second"))
+
+
+@pytest.fixture(scope="module")
+def resumed(toy, tmp_path_factory) -> tuple[Config, list[int]]:
+    """The toy's fold 0 interrupted before epoch 2, then run again; returns the epochs the second run trained."""
     original = FoldTrainer._train_epoch
     trained: list[int] = []
 
@@ -61,15 +83,22 @@ def resumed(pipeline, tmp_path_factory) -> tuple[Config, list[int]]:
         trained.append(epoch)
         return original(self, epoch)
 
+    dest = tmp_path_factory.mktemp("resume")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(FoldTrainer, "_train_epoch", crash_at_epoch_2)
         with pytest.raises(KeyboardInterrupt):
-            run_train(cfg, fold=0)
+            _toy_run(toy, dest)
+    cfg = toy_cfg(toy, f"output_dir={dest}", *TOY)
     assert not (cfg.fold_dir(0) / "done.json").exists()
     assert torch.load(cfg.fold_dir(0) / "last.pt", weights_only=True)["epoch"] == 1
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(FoldTrainer, "_train_epoch", record)
-        run_train(cfg, fold=0)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            run_train(cfg, fold=0)
+        finally:
+            torch.set_num_threads(threads)
     return cfg, trained
 
 
@@ -100,10 +129,8 @@ def test_cosine_schedule_lowers_the_learning_rate_to_min_lr(pipeline):
     assert lr[-1] == pytest.approx(cfg.train.min_lr)
 
 
-def test_warmup_reaches_the_peak_lr_when_it_ends_then_cosine_decays(pipeline, tmp_path):
-    out = fresh_outputs(pipeline, tmp_path / "warm")
-    cfg = pipeline.cfg("tiny_resnet", f"output_dir={out}", "train.epochs=3", "train.warmup_epochs=1")
-    run_train(cfg, fold=0)
+def test_warmup_reaches_the_peak_lr_when_it_ends_then_cosine_decays(toy, tmp_path):
+    cfg = _toy_run(toy, tmp_path, "train.warmup_epochs=1")
     lr = pd.read_csv(cfg.fold_dir(0) / "metrics.csv")["lr"].to_numpy()
     # After the one warmup epoch the LR is at its peak; the cosine then brings it down to min_lr.
     assert lr[0] == pytest.approx(cfg.train.lr)
@@ -150,12 +177,12 @@ def test_best_checkpoint_is_the_epoch_with_the_best_validation_score(pipeline):
 
 
 @pytest.mark.parametrize("metric, best_epoch", [("accuracy", 2), ("log_loss", 1)])
-def test_best_checkpoint_follows_the_metrics_direction(pipeline, tmp_path, monkeypatch, metric, best_epoch):
+def test_best_checkpoint_follows_the_metrics_direction(toy, tmp_path, monkeypatch, metric, best_epoch):
     scripted = iter([0.5, 0.2, 0.9])  # validation scores of epochs 0, 1, 2
     monkeypatch.setattr(FoldTrainer, "_valid_score", lambda self, probs: next(scripted))
-    out = fresh_outputs(pipeline, tmp_path / "o")
-    cfg = pipeline.cfg("tiny_resnet", f"output_dir={out}", f"metric={metric}", "train.epochs=3", "train.ema.enabled=false")
-    assert run_train(cfg, fold=0) == {0: [0.5, 0.2, 0.9][best_epoch]}
+    cfg = _toy_run(toy, tmp_path, f"metric={metric}", "train.ema.enabled=false")
+    done = json.loads((cfg.fold_dir(0) / "done.json").read_text())
+    assert done["best_score"] == [0.5, 0.2, 0.9][best_epoch]
     state = torch.load(cfg.fold_dir(0) / "best.pt", weights_only=True)
     assert (state["epoch"], state["score"]) == (best_epoch, [0.5, 0.2, 0.9][best_epoch])
     assert pd.read_csv(cfg.fold_dir(0) / "metrics.csv")[metric].tolist() == [0.5, 0.2, 0.9]
@@ -230,57 +257,56 @@ def test_train_without_folds_csv_says_to_run_folds(pipeline, tmp_path):
 
 
 def test_fold_option_trains_only_that_fold(retrained):
-    assert (retrained.fold_dir(0) / "done.json").is_file()
-    assert not retrained.fold_dir(1).exists()
-    assert not (retrained.exp_dir / "oof.csv").exists()  # written only once every fold is done
+    cfg, _ = retrained
+    assert (cfg.fold_dir(0) / "done.json").is_file()
+    assert not cfg.fold_dir(1).exists()
+    assert not (cfg.exp_dir / "oof.csv").exists()  # written only once every fold is done
 
 
-def test_same_seed_gives_identical_oof_probabilities(pipeline, retrained):
-    pd.testing.assert_frame_equal(fold_oof(retrained, 0), fold_oof(pipeline.cfg(), 0), check_exact=True)
+def test_same_seed_gives_identical_oof_probabilities(retrained):
+    first, second = retrained
+    pd.testing.assert_frame_equal(fold_oof(first, 0), fold_oof(second, 0), check_exact=True)
 
 
-def test_same_seed_gives_identical_metrics_history(pipeline, retrained):
-    a = pd.read_csv(retrained.fold_dir(0) / "metrics.csv").drop(columns="seconds")
-    b = pd.read_csv(pipeline.cfg().fold_dir(0) / "metrics.csv").drop(columns="seconds")
+def test_same_seed_gives_identical_metrics_history(retrained):
+    a, b = (pd.read_csv(cfg.fold_dir(0) / "metrics.csv").drop(columns="seconds") for cfg in retrained)
     pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
-def test_different_seed_gives_different_oof_probabilities(pipeline, tmp_path, classes):
-    out = fresh_outputs(pipeline, tmp_path / "seed")
-    cfg = pipeline.cfg("tiny_resnet", f"output_dir={out}", "seed=7")
-    run_train(cfg, fold=0)
-    reference = fold_oof(pipeline.cfg(), 0)
+def test_different_seed_gives_different_oof_probabilities(toy, tmp_path, retrained):
+    cfg = _toy_run(toy, tmp_path, "seed=7")
+    classes = ["diagonal", "horizontal", "vertical"]
+    reference = fold_oof(retrained[0], 0)
     assert not np.allclose(fold_oof(cfg, 0)[classes].to_numpy(), reference[classes].to_numpy(), atol=1e-3)
 
 
 def test_resumed_fold_continues_at_the_epoch_after_last_pt(resumed):
     _, trained = resumed
-    assert trained == list(range(2, EPOCHS))
+    assert trained == list(range(2, TOY_EPOCHS))
 
 
 def test_resumed_fold_keeps_the_metrics_of_the_epochs_before_the_crash(resumed):
     cfg, _ = resumed
-    assert pd.read_csv(cfg.fold_dir(0) / "metrics.csv")["epoch"].tolist() == list(range(EPOCHS))
+    assert pd.read_csv(cfg.fold_dir(0) / "metrics.csv")["epoch"].tolist() == list(range(TOY_EPOCHS))
 
 
 def test_resumed_fold_finishes_with_every_fold_file(resumed):
     cfg, _ = resumed
-    assert sorted(p.name for p in cfg.fold_dir(0).iterdir()) == sorted(FOLD_FILES)
+    assert sorted(p.name for p in cfg.fold_dir(0).iterdir()) == sorted(["best.pt", "last.pt", "metrics.csv", "steps.csv",
+                                                                        "oof.csv", "done.json", "curves.png"])
 
 
-def test_resumed_fold_matches_an_uninterrupted_run(pipeline, resumed):
+def test_resumed_fold_matches_an_uninterrupted_run(retrained, resumed):
     cfg, _ = resumed
-    pd.testing.assert_frame_equal(fold_oof(cfg, 0), fold_oof(pipeline.cfg(), 0), check_exact=True)
+    pd.testing.assert_frame_equal(fold_oof(cfg, 0), fold_oof(retrained[0], 0), check_exact=True)
     a = pd.read_csv(cfg.fold_dir(0) / "metrics.csv").drop(columns="seconds")
-    b = pd.read_csv(pipeline.cfg().fold_dir(0) / "metrics.csv").drop(columns="seconds")
+    b = pd.read_csv(retrained[0].fold_dir(0) / "metrics.csv").drop(columns="seconds")
     pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
-def test_resuming_with_a_changed_recipe_is_refused_naming_the_key(pipeline, tmp_path):
-    out = fresh_outputs(pipeline, tmp_path / "o")
-    cfg = pipeline.cfg("tiny_resnet", f"output_dir={out}", "train.epochs=1")
-    run_train(cfg, fold=0)
+def test_resuming_with_a_changed_recipe_is_refused_naming_the_key(toy, tmp_path):
+    cfg = _toy_run(toy, tmp_path, "train.epochs=1")
     (cfg.fold_dir(0) / "done.json").unlink()
-    longer = pipeline.cfg("tiny_resnet", f"output_dir={out}", "train.epochs=3")
+    longer = toy_cfg(toy, f"output_dir={tmp_path}", *TOY)
     with pytest.raises(ValueError, match=r"train\.epochs: 1 -> 3"):
         run_train(longer, fold=0)

@@ -4,29 +4,54 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from medal.augment import Stats
 from medal.data import load_rgb
-from medal.io import atomic_path
+from medal.io import write_bytes
+
+LINE = 13  # caption line height in pixels
 
 
-def _grid(images: list[np.ndarray], titles: list[str], path: Path, suptitle: str, cell: float = 1.8) -> None:
-    from matplotlib.figure import Figure
-
+def _grid(images: list[np.ndarray], titles: list[str], path: Path, suptitle: str, cell: int = 112) -> None:
+    """Tile RGB images (uint8, or floats in [0, 1]) into one PNG, each with its caption lines underneath.
+    Drawn with OpenCV: a matplotlib figure of many subplots costs seconds per grid."""
     cols = min(8, len(images))
     rows = math.ceil(len(images) / cols)
-    fig = Figure(figsize=(cols * cell, rows * (cell + 0.15 * (1 + titles[0].count("\n")))), dpi=100)
-    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for ax in axes:
-        ax.axis("off")
-    for ax, image, title in zip(axes, images, titles):
-        ax.imshow(image)
-        ax.set_title(title, fontsize=7)
-    fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    lines = max(t.count("\n") + 1 for t in titles)
+    cap_h, head_h = LINE * lines + 4, LINE + 8
+    canvas = np.full((head_h + rows * (cell + cap_h), cols * cell, 3), 255, dtype=np.uint8)
+    _text(canvas, suptitle, 4, LINE + 2)
+    for k, (image, title) in enumerate(zip(images, titles)):
+        y, x = head_h + (k // cols) * (cell + cap_h), (k % cols) * cell
+        canvas[y:y + cell, x:x + cell] = _fit(image, cell)
+        for i, line in enumerate(title.split("\n")):
+            _text(canvas, line, x + 3, y + cell + LINE * (i + 1))
+    ok, png = cv2.imencode(".png", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"cannot encode the image grid {path}")
+    write_bytes(path, png.tobytes())
+
+
+def _text(canvas: np.ndarray, text: str, x: int, y: int) -> None:
+    cv2.putText(canvas, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.36, (20, 20, 20), 1, cv2.LINE_AA)
+
+
+def _fit(image: np.ndarray, cell: int) -> np.ndarray:
+    """The image scaled (aspect kept) into a white cell x cell square with a 2 px margin; small images are
+    enlarged with nearest-neighbour, so that their pixels stay visible."""
+    if image.dtype != np.uint8:
+        image = (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
+    inner = cell - 4
+    h, w = image.shape[:2]
+    scale = inner / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    resized = cv2.resize(image, size, interpolation=cv2.INTER_NEAREST if scale > 1 else cv2.INTER_AREA)
+    out = np.full((cell, cell, 3), 255, dtype=np.uint8)
+    top, left = (cell - size[1]) // 2, (cell - size[0]) // 2
+    out[top:top + size[1], left:left + size[0]] = resized
+    return out
 
 
 def denormalise(tensor, stats: Stats) -> np.ndarray:
@@ -61,7 +86,7 @@ def save_hardest_oof(paths: list[Path], ids: list[str], targets: np.ndarray, pro
     for r in rows:
         images.append(load_rgb(Path(paths[r])))
         guess = int(probs[r].argmax())
-        titles.append(f"{str(ids[r])[:16]}\ntrue {classes[targets[r]]} ({probs[r, targets[r]]:.2f})\n"
-                      f"pred {classes[guess]} ({probs[r, guess]:.2f})")
-    _grid(images, titles, path, title, cell=2.0)
+        titles.append(f"{str(ids[r])[:18]}\ntrue {classes[targets[r]][:10]} ({probs[r, targets[r]]:.2f})\n"
+                      f"pred {classes[guess][:10]} ({probs[r, guess]:.2f})")
+    _grid(images, titles, path, title, cell=128)
     return [str(ids[r]) for r in rows]
