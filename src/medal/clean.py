@@ -26,9 +26,14 @@ from medal.clean_checks import (
 )
 from medal.clean_report import write_reports
 from medal.config import Config
-from medal.data import cache_spec, read_sample_submission, read_train_table, source_path
+from medal.data import (
+    cache_spec,
+    image_folder,
+    read_sample_submission,
+    read_train_table,
+)
 from medal.duplicates import find_duplicates
-from medal.image_cache import cached_file
+from medal.image_cache import cache_dir
 from medal.log import get_logger
 from medal.scan import FileScan, ScanJob, scan_files
 
@@ -39,8 +44,11 @@ def scan_jobs(cfg: Config, ids: list[str], split: str) -> list[ScanJob]:
     """One scan job per id: its source file and, when the cache is on, where its resized copy goes."""
     spec = cache_spec(cfg)
     ext = cfg.data.image_ext
-    return [ScanJob(str(source_path(cfg, i, split)),
-                    None if spec is None else str(cached_file(cfg.data_dir, split, spec, f"{i}{ext}"))) for i in ids]
+    # The paths source_path and cached_file give, joined as text: pathlib costs more per file than hashing it.
+    folder = str(image_folder(cfg, split))
+    cache = None if spec is None else str(cache_dir(cfg.data_dir, split, spec))
+    return [ScanJob(os.path.join(folder, f"{i}{ext}"), None if cache is None else os.path.join(cache, f"{i}{ext}.{spec.fmt}"))
+            for i in ids]
 
 
 def _label_key(label: object, sep: str | None) -> str:
@@ -84,8 +92,9 @@ def _add_image_findings(cfg: Config, good: list[tuple[int, FileScan]], names: li
 def _add_duplicate_findings(cfg: Config, table: pd.DataFrame, good: list[tuple[int, FileScan]], names: list[str],
                             findings: list[list[Finding]]) -> pd.DataFrame:
     d, c = cfg.data, cfg.clean
-    ids = [str(table[d.id_col].iat[r]) for r, _ in good]
-    labels = [_label_key(table[d.label_col].iat[r], d.label_sep) for r, _ in good]
+    all_ids, all_labels = table[d.id_col].astype(str).tolist(), table[d.label_col].tolist()
+    ids = [all_ids[r] for r, _ in good]
+    labels = [_label_key(all_labels[r], d.label_sep) for r, _ in good]
     hashes = np.array([s.phash for _, s in good], dtype=np.uint64)
     frame, dup_findings = find_duplicates(ids, labels, [s.digest for _, s in good], hashes, c.near_duplicates,
                                           c.near_threshold, c.conflict_resolution)
@@ -112,8 +121,9 @@ def unlisted_files(cfg: Config, ids: list[str]) -> list[str]:
     found = []
     for parent, dirs, files in os.walk(folder):
         dirs[:] = sorted(x for x in dirs if not x.startswith("."))
+        prefix = os.path.relpath(parent, folder)
         for name in sorted(files):
-            rel = os.path.relpath(os.path.join(parent, name), folder)
+            rel = name if prefix == "." else os.path.join(prefix, name)
             if not name.startswith(".") and rel not in listed:
                 found.append(rel)
     return found

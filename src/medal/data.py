@@ -15,10 +15,14 @@ from medal.image_cache import CacheSpec, cached_file
 from medal.io import read_csv
 
 
+def image_folder(cfg: Config, split: str) -> Path:
+    """The competition's folder of original images for split 'train' or 'test'."""
+    return cfg.data.root / (cfg.data.train_dir if split == "train" else cfg.data.test_dir)
+
+
 def source_path(cfg: Config, image_id: str, split: str) -> Path:
     """The original file of `image_id` in the competition folder; split is 'train' or 'test'."""
-    folder = cfg.data.train_dir if split == "train" else cfg.data.test_dir
-    return cfg.data.root / folder / f"{image_id}{cfg.data.image_ext}"
+    return image_folder(cfg, split) / f"{image_id}{cfg.data.image_ext}"
 
 
 def cache_spec(cfg: Config) -> CacheSpec | None:

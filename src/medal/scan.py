@@ -115,8 +115,9 @@ def blank_fraction(image: np.ndarray, samples: int = 64) -> float:
     (nearest pixels, not averaged: averaging would blur a placeholder's text into its background)."""
     step_y = max(1, image.shape[0] // samples)
     step_x = max(1, image.shape[1] // samples)
-    grid = image[::step_y, ::step_x].astype(np.int32)
-    packed = np.sort(((grid[..., 0] << 16) | (grid[..., 1] << 8) | grid[..., 2]), axis=None)
+    grid = image[::step_y, ::step_x]
+    packed = np.sort((grid[..., 0].astype(np.uint32) << 16) | (grid[..., 1].astype(np.uint32) << 8) | grid[..., 2],
+                     axis=None)
     ends = np.flatnonzero(packed[1:] != packed[:-1])  # last index of every run but the final one
     if ends.size == 0:
         return 1.0
