@@ -26,13 +26,13 @@ from medal.clean_checks import (
 )
 from medal.clean_report import write_reports
 from medal.config import Config
-from medal.data import (
+from medal.duplicates import find_duplicates
+from medal.files import (
     cache_spec,
     image_folder,
     read_sample_submission,
     read_train_table,
 )
-from medal.duplicates import find_duplicates
 from medal.image_cache import cache_dir
 from medal.log import get_logger
 from medal.scan import FileScan, ScanJob, scan_files

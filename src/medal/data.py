@@ -11,51 +11,18 @@ from torch.utils.data import Dataset, get_worker_info
 
 from medal.config import Config
 from medal.decode import decode_rgb
-from medal.image_cache import CacheSpec, cached_file
+
+# Path and table helpers live in the torch-free medal.files; imported here so that training and inference
+# keep one place to import from.
+from medal.files import (  # noqa: F401
+    cache_spec,
+    image_folder,
+    image_path,
+    read_sample_submission,
+    read_train_table,
+    source_path,
+)
 from medal.io import read_csv
-
-
-def image_folder(cfg: Config, split: str) -> Path:
-    """The competition's folder of original images for split 'train' or 'test'."""
-    return cfg.data.root / (cfg.data.train_dir if split == "train" else cfg.data.test_dir)
-
-
-def source_path(cfg: Config, image_id: str, split: str) -> Path:
-    """The original file of `image_id` in the competition folder; split is 'train' or 'test'."""
-    return image_folder(cfg, split) / f"{image_id}{cfg.data.image_ext}"
-
-
-def cache_spec(cfg: Config) -> CacheSpec | None:
-    """The resized-image cache the config asks for, or None when it is off."""
-    d = cfg.data
-    return CacheSpec(d.cache_max_side, d.cache_format) if d.cache_max_side > 0 else None
-
-
-def image_path(cfg: Config, image_id: str, split: str) -> Path:
-    """The file training and inference read for `image_id`: the resized copy when data.cache_max_side is set
-    (which `medal clean` must have written), else the original."""
-    spec = cache_spec(cfg)
-    if spec is None:
-        return source_path(cfg, image_id, split)
-    path = cached_file(cfg.data_dir, split, spec, f"{image_id}{cfg.data.image_ext}")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is not in the resized-image cache (data.cache_max_side={spec.max_side}): "
-                                "run `medal clean -c CONFIG` with this config to build it")
-    return path
-
-
-def read_train_table(cfg: Config) -> pd.DataFrame:
-    """train.csv with every column read as text, so clean.csv and folds.csv repeat its values exactly
-    (ids like 007, group ids, numeric targets)."""
-    d = cfg.data
-    path = d.root / d.train_csv
-    columns = list(pd.read_csv(path, nrows=0).columns) if path.is_file() else [d.id_col, d.label_col]
-    return read_csv(path, "training CSV", [d.id_col, d.label_col], columns)
-
-
-def read_sample_submission(cfg: Config) -> pd.DataFrame:
-    d = cfg.data
-    return read_csv(d.root / d.sample_submission, "sample submission", [d.id_col], [d.id_col])
 
 
 def read_folds(cfg: Config) -> pd.DataFrame:
