@@ -83,7 +83,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("medal").setLevel(logging.WARNING)
     cores = default_workers()
-    print(f"cores available: {cores} (os.sched_getaffinity); load average {os.getloadavg()[0]:.2f}")
+    print(f"cores available: {cores} (os.sched_getaffinity); load average {os.getloadavg()[0]:.2f} "
+          "(other processes on the machine compete for these cores)")
     print(f"{'dataset':<12} {'images':>6} {'workers':>7} {'scan img/s median':>17} {'best':>7} "
           f"{'stage img/s median':>18} {'best':>7} {'RSS MiB':>8} {'worker RSS MiB':>14}")
     for name in args.datasets.split(","):
@@ -91,9 +92,9 @@ def main() -> None:
         for workers in (int(w) for w in args.workers.split(",")):
             scans, stages, report = time_clean(root, workers, args.repeats)
             shown = workers or cores
+            children = f"{max_rss_mib(resource.RUSAGE_CHILDREN):.0f}" if shown > 1 else "(in process)"
             print(f"{name:<12} {report['rows']:>6} {shown:>7} {statistics.median(scans):>17.0f} {max(scans):>7.0f} "
-                  f"{statistics.median(stages):>18.0f} {max(stages):>7.0f} {max_rss_mib():>8.0f} "
-                  f"{max_rss_mib(resource.RUSAGE_CHILDREN):>14.0f}")
+                  f"{statistics.median(stages):>18.0f} {max(stages):>7.0f} {max_rss_mib():>8.0f} {children:>14}")
         pil, opencv = decode_reference(root / "train")
         print(f"{name:<12} reference, 1 core, decode only: PIL {pil:.0f} img/s, OpenCV {opencv:.0f} img/s")
 
