@@ -244,6 +244,7 @@ def test_models_table_carries_each_models_tta_gain(compared):
     for name in EXPERIMENTS:
         tta = json.loads((cfg.exp_dir.parent / name / "tta.json").read_text())
         assert report["tta_gain"][name] == pytest.approx(tta["gain"])
+        assert report["cv"][name] == pytest.approx(tta["oof_tta"])  # the blend reads the OOF after TTA
 
 
 def test_blend_report_holds_models_weights_correlations_and_both_cvs(compared):
@@ -252,7 +253,7 @@ def test_blend_report_holds_models_weights_correlations_and_both_cvs(compared):
     for heading in ["## Models (OOF)", "## Blend methods: in-sample against nested CV", "## OOF correlation (Pearson)"]:
         assert heading in text
     assert f"nested CV **{report['blend_cv']:.4f}**, in-sample {report['blend_in_sample']:.4f}" in text
-    assert "| | cv | fold_mean | fold_std | tta_gain | tta_views | weight | fold 0 | fold 1 |" in text
+    assert "| | cv | fold_mean | fold_std | cv_no_tta | tta_gain | tta_views | weight | fold 0 | fold 1 |" in text
     for name in ["mean", "rank", "greedy", "caruana", "optimize", *EXPERIMENTS]:
         assert f"| {name} |" in text
 
@@ -288,3 +289,20 @@ def test_unknown_blend_method_is_refused_naming_it(pipeline):
 
     with pytest.raises(ConfigError, match=r"blend.method: 'stacking' is not one of"):
         pipeline.cfg("tiny_resnet", "blend.method=stacking")
+
+
+def test_check_submission_takes_overrides_after_the_config(pipeline, tmp_path):
+    from medal.cli import main
+
+    out = pipeline.copy_outputs(tmp_path / "outputs")
+    # argparse alone refuses key=value after `-c CFG` when FILE came first; medal takes them.
+    code = main(["check-submission", str(pipeline.submission), "-c", str(pipeline.configs["tiny_resnet"]),
+                 f"output_dir={out}", "blend.method=compare"])
+    assert code == 0
+
+
+def test_a_stray_option_is_still_refused(pipeline):
+    from medal.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["check-submission", str(pipeline.submission), "-c", str(pipeline.configs["tiny_resnet"]), "--bogus"])

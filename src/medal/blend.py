@@ -112,7 +112,8 @@ def run_blend(cfg: Config, experiments: list[str] | None = None, submission_name
     check_submission(path, d.root / d.sample_submission, d.id_col, d.label_col, classes)
     log.info("submission written and checked: %s", path)
     report = {"metric": cfg.metric, "method": best.method, "members": names, "cv": models["cv"].to_dict(),
-              "per_fold": per_fold, "tta_gain": models["tta_gain"].to_dict(),
+              "per_fold": per_fold, "cv_no_tta": _json_numbers(models["cv_no_tta"]),
+              "tta_gain": _json_numbers(models["tta_gain"]),
               "weights": dict(zip(names, best.weights.tolist())),
               "blend_cv": best.nested, "blend_in_sample": best.in_sample,
               "methods": {e.method: _evaluation_json(e, names) for e in evaluations},
@@ -139,6 +140,11 @@ def _evaluation_json(e: Evaluation, names: list[str]) -> dict:
     return {"in_sample": e.in_sample, "nested_cv": e.nested, "nested_per_fold": e.nested_per_fold,
             "weights": dict(zip(names, e.weights.tolist())),
             "fold_weights": [dict(zip(names, w.tolist())) for w in e.fold_weights]}
+
+
+def _json_numbers(column: pd.Series) -> dict:
+    """A column as {model: value}, NaN (no tta.json) as null: JSON has no NaN."""
+    return {k: None if np.isnan(v) else float(v) for k, v in column.items()}
 
 
 def _weights_text(names: list[str], weights: np.ndarray) -> str:

@@ -1,9 +1,9 @@
 """Blend methods by name: each fits non-negative member weights summing to 1 on OOF rows.
 
 A method is a `fit` (member predictions M x N x C, targets -> M weights) and the
-space its weights act in: probabilities, or per-class ranks ('rank'). Searches
-that try every member at every step (greedy, Caruana) score all candidates at
-once with `metrics.score_many`, vectorised over rows.
+space its weights act in: probabilities, or per-class ranks ('rank'). The
+searches that try every member at every step (greedy, Caruana) live in
+blend_search and score all candidates at once, vectorised over rows.
 """
 from __future__ import annotations
 
@@ -76,7 +76,8 @@ def fit_caruana(preds: np.ndarray, targets: np.ndarray, ctx: FitContext) -> np.n
     weights = np.zeros(len(preds))
     for _ in range(s.caruana_bags):
         pool = np.sort(rng.choice(len(preds), size=size, replace=False))
-        weights[pool] += hill_climb(np.ascontiguousarray(stacked[:, :, pool]), targets, ctx.metric, s.caruana_iters, min(s.caruana_init, size))
+        bag = np.ascontiguousarray(stacked[:, :, pool])
+        weights[pool] += hill_climb(bag, targets, ctx.metric, s.caruana_iters, min(s.caruana_init, size))
     return weights / s.caruana_bags
 
 

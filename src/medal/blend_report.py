@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 
 
 def models_table(metric: str, members: list[Member], targets: np.ndarray, folds: np.ndarray) -> tuple[pd.DataFrame, dict]:
-    """Per model: OOF CV, mean and std of the per-fold CV, and the TTA gain infer measured (NaN without
-    tta.json). Also returns each model's per-fold scores."""
+    """Per model: OOF CV (after TTA when infer ran), mean and std of the per-fold CV, and from tta.json
+    (NaN without it) the CV without TTA and the gain. Also returns each model's per-fold scores."""
     per_fold = {m.name: [score(metric, targets[folds == k], m.oof[folds == k]) for k in np.unique(folds)]
                 for m in members}
     rows = {}
@@ -25,9 +25,11 @@ def models_table(metric: str, members: list[Member], targets: np.ndarray, folds:
         tta = m.tta or {}
         rows[m.name] = {"cv": score(metric, targets, m.oof), "fold_mean": float(np.mean(per_fold[m.name])),
                         "fold_std": float(np.std(per_fold[m.name])),
+                        "cv_no_tta": float(tta.get("oof_identity", np.nan)),
                         "tta_gain": float(tta.get("gain", np.nan)),
                         "tta_views": "+".join(tta.get("chosen", [])) or "-"}
-    return pd.DataFrame(rows).T.astype({"cv": float, "fold_mean": float, "fold_std": float, "tta_gain": float}), per_fold
+    numbers = {"cv": float, "fold_mean": float, "fold_std": float, "cv_no_tta": float, "tta_gain": float}
+    return pd.DataFrame(rows).T.astype(numbers), per_fold
 
 
 def write_report(cfg: Config, name: str, report: dict, models: pd.DataFrame, corr: pd.DataFrame) -> None:

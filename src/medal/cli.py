@@ -167,8 +167,22 @@ STAGES = {"clean": _clean, "folds": _folds, "train": _train, "lr-find": _lr_find
           "check-submission": _check, "score": _score}
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """parse_args, except that key=value overrides (and blend's experiment names) may follow an option:
+    argparse fills a positional list from one run of arguments only, so in `check-submission FILE -c CFG
+    k=v` the k=v would otherwise be refused."""
+    parser = build_parser()
+    ns, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or not hasattr(ns, "args") or ("=" not in a and ns.stage != "blend")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        ns.args = [*ns.args, *extra]
+    return ns
+
+
 def main(argv: list[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
+    ns = _parse(argv)
     setup_logging(logging.INFO)
     try:
         return run(ns)
