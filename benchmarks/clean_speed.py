@@ -5,7 +5,8 @@ For each dataset and worker count it runs the whole clean stage (scan: read, CRC
 or end-marker check, full decode with decode_rgb, content hash, perceptual hash,
 blank measure; then size checks, duplicate grouping and the reports) --repeats
 times into a temporary folder, and prints the median and best rate of the scan
-and of the whole stage. Reference rows give one core's plain decode rate (PIL
+and of the whole stage, and images per CPU-second (this process and its
+workers), which other load on the machine changes far less than the rates. Reference rows give one core's plain decode rate (PIL
 and OpenCV, bytes already in memory) for scale. Peak memory is max RSS of this
 process and of the largest worker. The page cache is warm after the first run.
 
@@ -56,22 +57,30 @@ def decode_reference(folder: Path, limit: int = 1000) -> tuple[float, float]:
     return pil, len(blobs) / (time.perf_counter() - start)
 
 
-def time_clean(root: Path, workers: int, repeats: int) -> tuple[list[float], list[float], dict]:
-    """Scan rates and whole-stage rates (images/s) over `repeats` runs, and the last report."""
-    scan_rates, stage_rates = [], []
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (the scan workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def time_clean(root: Path, workers: int, repeats: int) -> tuple[list[float], list[float], list[float], dict]:
+    """Scan rates and whole-stage rates (images/s) over `repeats` runs, images per CPU-second of the
+    whole stage, and the last report."""
+    scan_rates, stage_rates, per_cpu = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "c.yaml"
         config.write_text(yaml.safe_dump({"name": "bench", "output_dir": str(Path(tmp) / "out"),
                                           "data": {"root": str(root)}, "clean": {"workers": workers}}))
         cfg = load_config(config)
         for _ in range(repeats):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), cpu_seconds()
             kept, dropped = run_clean(cfg)
-            seconds = time.perf_counter() - start
+            seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
             report = json.loads((cfg.data_dir / "clean_report.json").read_text())
             scan_rates.append(report["scan"]["images_per_s"])
             stage_rates.append((len(kept) + len(dropped)) / seconds)
-    return scan_rates, stage_rates, report
+            per_cpu.append((len(kept) + len(dropped)) / cpu)
+    return scan_rates, stage_rates, per_cpu, report
 
 
 def main() -> None:
@@ -86,15 +95,16 @@ def main() -> None:
     print(f"cores available: {cores} (os.sched_getaffinity); load average {os.getloadavg()[0]:.2f} "
           "(other processes on the machine compete for these cores)")
     print(f"{'dataset':<12} {'images':>6} {'workers':>7} {'scan img/s median':>17} {'best':>7} "
-          f"{'stage img/s median':>18} {'best':>7} {'RSS MiB':>8} {'worker RSS MiB':>14}")
+          f"{'stage img/s median':>18} {'best':>7} {'img/CPU-s':>9} {'RSS MiB':>8} {'worker RSS MiB':>14}")
     for name in args.datasets.split(","):
         root = args.data / name
         for workers in (int(w) for w in args.workers.split(",")):
-            scans, stages, report = time_clean(root, workers, args.repeats)
+            scans, stages, per_cpu, report = time_clean(root, workers, args.repeats)
             shown = workers or cores
             children = f"{max_rss_mib(resource.RUSAGE_CHILDREN):.0f}" if shown > 1 else "(in process)"
             print(f"{name:<12} {report['rows']:>6} {shown:>7} {statistics.median(scans):>17.0f} {max(scans):>7.0f} "
-                  f"{statistics.median(stages):>18.0f} {max(stages):>7.0f} {max_rss_mib():>8.0f} {children:>14}")
+                  f"{statistics.median(stages):>18.0f} {max(stages):>7.0f} {statistics.median(per_cpu):>9.0f} "
+                  f"{max_rss_mib():>8.0f} {children:>14}")
         pil, opencv = decode_reference(root / "train")
         print(f"{name:<12} reference, 1 core, decode only: PIL {pil:.0f} img/s, OpenCV {opencv:.0f} img/s")
 
