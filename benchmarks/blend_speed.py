@@ -12,6 +12,7 @@ The climb is timed per metric; peak memory (max RSS) is printed beside it.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import time
@@ -55,7 +56,8 @@ def main() -> None:
     parser.add_argument("--metrics", default="accuracy,log_loss,f1_macro,qwk")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    print(f"Caruana, {args.iters} steps over {args.models} models x {args.rows:,} rows x {args.classes} classes")
+    print(f"Caruana, {args.iters} steps over {args.models} models x {args.rows:,} rows x {args.classes} classes; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'data':<10} {'metric':<9} {'seconds':>8} {'best model':>10} {'blend':>7} {'models used':>11} {'max RSS MiB':>11}")
     for kind, make in (("realistic", realistic), ("noise", noise)):
         preds, targets = make(args.models, args.rows, args.classes, rng)

@@ -67,6 +67,7 @@ class AdditionScorer:
         if metric == "log_loss":
             self.picked = slabs[targets, self.rows]  # (N, M): each model's target-class value
             self.sums = slabs.sum(axis=0)             # (N, M): each model's row sums
+            self.distributions = bool(np.abs(self.sums - 1.0).max() < 1e-5)  # probabilities, not ranks
         elif metric in ARGMAX_METRICS:
             self.bounds = _settle_bounds(slabs)
 
@@ -87,10 +88,14 @@ class AdditionScorer:
         return self.sign * self._argmax_scores(total, pick)
 
     def _log_losses(self, total: np.ndarray, pick) -> np.ndarray:
-        # In place on two (N, members) buffers: this runs once per step over every row and model.
+        # In place on (N, members) buffers: this runs once per step over every row and model.
         q = np.add(self.picked[:, pick], total[self.targets, self.rows][:, None])
-        norm = np.add(self.sums[:, pick], total.sum(axis=0)[:, None])
-        np.divide(q, norm, out=q)
+        if self.distributions:
+            # Rows sum to 1, so total + model m sums to (models in total + 1) on every row: one scalar.
+            count = float(total[:, 0].sum()) + 1.0
+            np.maximum(q, 1e-15 * count, out=q)
+            return np.log(count) - np.log(q, out=q).mean(axis=0)
+        np.divide(q, np.add(self.sums[:, pick], total.sum(axis=0)[:, None]), out=q)
         np.maximum(q, 1e-15, out=q)
         return -np.log(q, out=q).mean(axis=0)
 
@@ -104,10 +109,13 @@ class AdditionScorer:
         n_members = self.n_models if isinstance(pick, slice) else len(pick)
         if len(open_rows) == 0:
             return confusion_score(self.metric, np.broadcast_to(base, (n_members,) + base.shape))
-        blends = self.slabs[:, open_rows] if len(open_rows) < self.n_rows else self.slabs.copy()
-        if not isinstance(pick, slice):
-            blends = blends[:, :, pick]
-        blends += total[:, open_rows, None]                # (C, open, members)
+        if len(open_rows) == self.n_rows and not total.any():
+            blends = self.slabs if isinstance(pick, slice) else self.slabs[:, :, pick]  # the models alone
+        else:
+            blends = self.slabs[:, open_rows] if len(open_rows) < self.n_rows else self.slabs.copy()
+            if not isinstance(pick, slice):
+                blends = blends[:, :, pick]
+            blends += total[:, open_rows, None]            # (C, open, members)
         predicted = argmax_classes(blends, axis=0).T       # (members, open)
         return confusion_score(self.metric, confusions(self.targets[open_rows], predicted, self.n_classes) + base[None])
 
