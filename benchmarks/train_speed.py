@@ -4,16 +4,17 @@
              repeated: the most the hardware can do for this model, size and batch.
   loop       FoldTrainer._train_epoch with the default recipe: JPEG decode, augmentation and
              normalisation in DataLoader workers, the seeded batch sampler, EMA update, per-step
-             schedule and logging. Timed on the last epoch (workers already running).
+             schedule and logging. Timed per epoch after a warm-up epoch (workers already running).
 
 Goal (issue 4): the loop reaches >= 90% of the bare step's images/s, i.e. data loading hides behind
 compute. Peak memory (max RSS) of the process and of its largest worker is printed beside the speed.
 
-    python3 benchmarks/train_speed.py [--backbone resnet10t --size 64 --batch 32 --workers 2 --epochs 2]
+    python3 benchmarks/train_speed.py [--backbone resnet10t --size 64 --batch 32 --workers 2 --rounds 3]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -24,42 +25,55 @@ from flowers_setup import flowers_config, max_rss_mib
 from medal.data import class_names, read_folds  # noqa: E402
 from medal.models import build_model  # noqa: E402
 from medal.optim import build_optimizer  # noqa: E402
-from medal.runtime import seed_everything  # noqa: E402
+from medal.runtime import compute_threads, seed_everything  # noqa: E402
 from medal.train import FoldTrainer, split_fold  # noqa: E402
 
 
-def bare_step(cfg, steps: int) -> float:
-    """Images/s of forward/backward/step on one in-memory batch."""
-    seed_everything(0)
-    model = build_model(cfg.model, 5).train()
-    optimizer = build_optimizer(model, cfg.train)
-    size, batch = cfg.train.image_size, cfg.train.batch_size
-    images, labels = torch.randn(batch, 3, size, size), torch.randint(0, 5, (batch,))
-    for i in range(steps + 3):  # 3 warm-up steps
-        if i == 3:
-            started = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(images), labels).backward()
-        optimizer.step()
-    return steps * batch / (time.perf_counter() - started)
+class BareStep:
+    """Forward/backward/step of the same model and optimizer on one in-memory batch, repeated."""
+
+    def __init__(self, cfg) -> None:
+        seed_everything(0)
+        self.model = build_model(cfg.model, 5).train()
+        self.optimizer = build_optimizer(self.model, cfg.train)
+        size, self.batch = cfg.train.image_size, cfg.train.batch_size
+        self.images, self.labels = torch.randn(self.batch, 3, size, size), torch.randint(0, 5, (self.batch,))
+        self.run(3)  # warm-up
+
+    def run(self, steps: int) -> float:
+        """Images/s over `steps` steps."""
+        started = time.perf_counter()
+        for _ in range(steps):
+            self.optimizer.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(self.model(self.images), self.labels).backward()
+            self.optimizer.step()
+        return steps * self.batch / (time.perf_counter() - started)
 
 
-def loop(cfg, epochs: int) -> tuple[float, int]:
-    """Images/s of the trainer's last training epoch on fold 0, and its number of batches."""
+def trainer(cfg) -> FoldTrainer:
     table = read_folds(cfg)
     classes = class_names(table["label"])
     seed_everything(cfg.seed)
-    trainer = FoldTrainer(cfg, build_model(cfg.model, len(classes)), torch.device("cpu"),
-                          split_fold(cfg, table, classes, 0), classes, 0)
-    trainer._enter_stage(0)
-    for epoch in range(epochs):
-        started = time.perf_counter()
-        trainer._train_epoch(epoch)
-        seconds = time.perf_counter() - started
-    batches = len(trainer.loader)
-    speed = batches * cfg.train.batch_size / seconds
-    del trainer  # shuts the persistent workers down, so that their peak memory is counted
-    return speed, batches
+    loop = FoldTrainer(cfg, build_model(cfg.model, len(classes)), torch.device("cpu"),
+                       split_fold(cfg, table, classes, 0), classes, 0)
+    loop._enter_stage(0)
+    loop._train_epoch(0)  # warm-up: starts the persistent workers
+    return loop
+
+
+def measure(cfg, rounds: int) -> tuple[list[tuple[float, float]], int]:
+    """(loop, bare) images/s per round, and the torch threads both used (train_fold's choice: the cores the
+    workers leave free). The two alternate, an epoch against as many bare steps, so that load from other
+    processes on a shared machine hits both alike."""
+    with compute_threads(torch.device("cpu"), cfg.train.cpu_threads, cfg.train.num_workers) as threads:
+        loop, bare, results = trainer(cfg), BareStep(cfg), []
+        for epoch in range(1, rounds + 1):
+            started = time.perf_counter()
+            loop._train_epoch(epoch)
+            loop_speed = len(loop.loader) * cfg.train.batch_size / (time.perf_counter() - started)
+            results.append((loop_speed, bare.run(len(loop.loader))))
+        del loop  # shuts the persistent workers down, so that their peak memory is counted
+    return results, threads
 
 
 def main() -> None:
@@ -68,22 +82,27 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="timed epochs, each against as many bare steps")
+    parser.add_argument("--threads", type=int, default=None, help="train.cpu_threads (default: the cores the workers leave)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: a new folder under /tmp)")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="medal_train_speed_"))
     cfg = flowers_config(out, "speed", [f"model.backbone={args.backbone}", f"train.image_size={args.size}",
                                         f"train.batch_size={args.batch}", f"train.num_workers={args.workers}",
-                                        f"train.epochs={args.epochs}", "train.device=cpu", "train.sample_grid=0"])
-    loop_speed, batches = loop(cfg, args.epochs)
-    bare_speed = bare_step(cfg, batches)
+                                        f"train.epochs={args.rounds + 1}", "train.device=cpu", "train.sample_grid=0",
+                                        f"train.cpu_threads={args.threads or 'null'}"])
+    results, threads = measure(cfg, args.rounds)
     rss, worker_rss = max_rss_mib()
-    print(f"flowers fold 0, {args.backbone} at {args.size}px, batch {args.batch}, {args.workers} workers, "
-          f"{torch.get_num_threads()} compute threads, {batches} batches per epoch")
-    print(f"{'':<10} {'images/s':>9} {'max RSS MiB':>12}")
-    print(f"{'bare step':<10} {bare_speed:>9.1f}")
-    print(f"{'loop':<10} {loop_speed:>9.1f} {rss:>12.0f}  (largest worker {worker_rss:.0f})")
-    print(f"loop / bare step = {loop_speed / bare_speed:.1%} (goal >= 90%)")
+    print(f"flowers fold 0 (2762 training images), {args.backbone} at {args.size}px, batch {args.batch}, "
+          f"{args.workers} workers, {threads} compute thread(s) for both, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'round':<6} {'loop img/s':>10} {'bare img/s':>10} {'loop/bare':>9}")
+    for i, (loop_speed, bare_speed) in enumerate(results, 1):
+        print(f"{i:<6} {loop_speed:>10.1f} {bare_speed:>10.1f} {loop_speed / bare_speed:>9.1%}")
+    loops, bares = (sorted(v) for v in zip(*results))
+    ratio = sorted(a / b for a, b in results)[len(results) // 2]
+    print(f"median loop {loops[len(loops) // 2]:.1f} img/s, bare step {bares[len(bares) // 2]:.1f} img/s, "
+          f"median ratio {ratio:.1%} (goal >= 90%)")
+    print(f"max RSS {rss:.0f} MiB (largest worker {worker_rss:.0f} MiB; most of both is the imported libraries)")
 
 
 if __name__ == "__main__":

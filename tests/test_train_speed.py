@@ -1,6 +1,6 @@
 """Speed switches: AMP dtype and gradient scaler, channels_last, torch.compile, DataLoader settings.
 
-The CUDA runs at the bottom are skipped on machines without a GPU.
+The CUDA runs (needs_cuda) are skipped on machines without a GPU.
 """
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from train_toy import make_toy, one_compute_thread, own_outputs, toy_cfg  # noqa
 
 from medal.config import ModelConfig
 from medal.models import build_model
-from medal.runtime import amp_dtype, autocast, grad_scaler, make_loader, speed_up
+from medal.runtime import (
+    amp_dtype,
+    autocast,
+    compute_threads,
+    grad_scaler,
+    make_loader,
+    speed_up,
+)
 from medal.train import run_train
 
 CUDA = torch.device("cuda")
@@ -72,3 +79,20 @@ def test_cuda_training_with_amp_channels_last_and_compile(tmp_path_factory, dtyp
     assert scores[0] > 0 and all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
     assert bool(last["scaler"]) == (dtype == "fp16")  # the fp16 run checkpoints its scaler
     assert not any(k.startswith("_orig_mod") for k in last["model"])  # plain keys, loadable without compile
+
+
+def test_cpu_compute_threads_leave_the_cores_the_workers_need(monkeypatch):
+    monkeypatch.setattr("medal.runtime.free_cores", lambda: 4)
+    torch.set_num_threads(4)
+    with compute_threads(torch.device("cpu"), None, 3) as threads:
+        assert threads == torch.get_num_threads() == 1  # 4 cores, 3 workers: one left for compute
+    with compute_threads(torch.device("cpu"), None, 1) as threads:
+        assert threads == torch.get_num_threads() == 3
+    with compute_threads(torch.device("cpu"), 2, 3) as threads:
+        assert threads == torch.get_num_threads() == 2  # train.cpu_threads wins
+    assert torch.get_num_threads() == 4  # restored
+    torch.set_num_threads(2)
+    with compute_threads(torch.device("cpu"), None, 0) as threads:
+        assert threads == 2  # never above torch's own setting (OMP_NUM_THREADS)
+    with compute_threads(CUDA, 1, 3) as threads:
+        assert torch.get_num_threads() == 2  # CUDA: untouched

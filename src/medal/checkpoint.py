@@ -15,7 +15,7 @@ from medal.config import Config
 
 # Keys of `train` that may change between a run and its resume: where and how fast it runs, and what it
 # only reports. Everything else shapes the weights and must match.
-RUNTIME_KEYS = {"num_workers", "persistent_workers", "device", "amp", "amp_dtype", "channels_last", "compile",
+RUNTIME_KEYS = {"num_workers", "persistent_workers", "cpu_threads", "device", "amp", "amp_dtype", "channels_last", "compile",
                 "sample_grid", "gallery_size", "lr_find", "patience", "overfit_ratio"}
 
 

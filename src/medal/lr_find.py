@@ -27,7 +27,13 @@ from medal.log import get_logger, progress
 from medal.losses import Criterion
 from medal.models import build_model, normalisation, set_train_mode
 from medal.optim import build_optimizer
-from medal.runtime import autocast, make_loader, pick_device, seed_everything
+from medal.runtime import (
+    autocast,
+    compute_threads,
+    make_loader,
+    pick_device,
+    seed_everything,
+)
 from medal.sampler import SeededBatchSampler, SeededDataset
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -128,7 +134,8 @@ def run_lr_find(cfg: Config, fold: int = 0) -> dict:
             logits = model(inputs)
         return criterion.per_sample(logits, target).mean()
 
-    curve = lr_range_test(model, optimizer, ((x, y) for _ in itertools.count() for x, y, _ in loader), loss_fn, s)
+    with compute_threads(device, t.cpu_threads, t.num_workers):
+        curve = lr_range_test(model, optimizer, ((x, y) for _ in itertools.count() for x, y, _ in loader), loss_fn, s)
     lr = suggest(curve["lr"], curve["smoothed"], s.rule)
     stem = cfg.exp_dir / f"lr_find_fold{fold}"
     write_csv(stem.with_suffix(".csv"), pd.DataFrame(curve))

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import random
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -73,3 +75,24 @@ def speed_up(model: torch.nn.Module, device: torch.device, channels_last: bool, 
     if channels_last:
         model.to(memory_format=torch.channels_last)
     return torch.compile(model) if compile else model
+
+
+def free_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextmanager
+def compute_threads(device: torch.device, threads: int | None, num_workers: int) -> Iterator[int]:
+    """On CPU, run torch with `threads` intra-op threads, or (None) with the cores left by `num_workers`
+    DataLoader workers, capped at torch's current setting (OMP_NUM_THREADS stays an upper bound).
+    Restores the previous setting on exit. A no-op on CUDA."""
+    before = torch.get_num_threads()
+    if device.type != "cpu":
+        yield before
+        return
+    chosen = threads or min(before, max(1, free_cores() - num_workers))
+    torch.set_num_threads(chosen)
+    try:
+        yield chosen
+    finally:
+        torch.set_num_threads(before)

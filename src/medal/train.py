@@ -19,7 +19,7 @@ from medal.log import get_logger
 from medal.metrics import score
 from medal.models import build_model
 from medal.predictions import prediction_frame
-from medal.runtime import pick_device, seed_everything
+from medal.runtime import compute_threads, pick_device, seed_everything
 from medal.trainer import FoldData, FoldTrainer
 
 __all__ = ["FoldData", "FoldTrainer", "run_train", "split_fold", "train_fold", "write_full_oof"]
@@ -81,10 +81,11 @@ def train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int) 
         get_logger().info("%s fold %d: removed %d unfinished temporary file(s) of an interrupted run", cfg.name, fold, len(stale))
     seed_everything(cfg.seed + fold)
     data = split_fold(cfg, table, classes, fold)
-    trainer = FoldTrainer(cfg, build_model(cfg.model, len(classes)).to(pick_device(cfg.train.device)),
-                          pick_device(cfg.train.device), data, classes, fold)
-    best_score, best_epoch = trainer.fit()
-    valid_probs = trainer.predict_valid(out / "best.pt")
+    device = pick_device(cfg.train.device)
+    with compute_threads(device, cfg.train.cpu_threads, cfg.train.num_workers):
+        trainer = FoldTrainer(cfg, build_model(cfg.model, len(classes)).to(device), device, data, classes, fold)
+        best_score, best_epoch = trainer.fit()
+        valid_probs = trainer.predict_valid(out / "best.pt")
     oof = prediction_frame(cfg.data.id_col, data.valid_ids, classes, valid_probs,
                            fold=np.full(len(data.valid_ids), fold), target=data.valid_targets)
     write_csv(out / "oof.csv", oof)
