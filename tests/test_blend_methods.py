@@ -17,7 +17,7 @@ from medal.blend_methods import (
 )
 from medal.blend_search import AdditionScorer, class_slabs, hill_climb
 from medal.config import BlendConfig
-from medal.metrics import score
+from medal.metrics import confusion_score, confusions, score, score_many
 
 N, C = 600, 3
 TARGETS = np.random.default_rng(0).integers(0, C, N)
@@ -193,3 +193,30 @@ def test_addition_scores_are_the_exact_metric_of_each_sum_including_settled_rows
         total = np.tensordot(slabs, np.array(counts, dtype=np.float32), axes=([2], [0]))
         expected = [score(metric, TARGETS, (total + slabs[:, :, m]).T / (sum(counts) + 1)) for m in range(len(preds))]
         np.testing.assert_allclose(sign * scorer.scores(total), expected, rtol=1e-5, err_msg=str(counts))
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "f1_macro", "qwk"])
+@pytest.mark.parametrize("pair_bounds", [True, False])
+def test_chunked_addition_scores_equal_the_plain_per_model_scores_on_ties(metric, pair_bounds, monkeypatch):
+    # Small chunks (16 rows) so every target group spans many chunks, more than the 255 a uint8
+    # counter holds; integer predictions so that ties, which go to the first class, are everywhere.
+    monkeypatch.setattr(AdditionScorer, "chunk_values", 16)
+    if not pair_bounds:
+        monkeypatch.setattr(AdditionScorer, "pair_bounds_limit", 0)
+    rng = np.random.default_rng(3)
+    n_rows, n_classes, n_models = 15_000, 3, 8
+    preds = rng.integers(0, 3, size=(n_models, n_rows, n_classes)).astype(np.float32)
+    targets = rng.integers(0, n_classes, n_rows)
+    slabs = class_slabs(preds)
+    scorer = AdditionScorer(slabs, targets, metric)
+    for counts, members in [([0] * 8, None), ([1, 0, 0, 2, 0, 0, 0, 0], None), ([3, 1, 4, 1, 5, 0, 2, 6], [6, 1, 4])]:
+        total = np.tensordot(slabs, np.array(counts, dtype=np.float32), axes=([2], [0]))
+        ids = list(range(n_models)) if members is None else members
+        blends = np.stack([total + slabs[:, :, m] for m in ids])  # (members, C, N), unchunked
+        got = scorer.scores(total, members)
+        np.testing.assert_array_equal(got, score_many(metric, targets, blends), err_msg=str(counts))
+        np.testing.assert_allclose(got, [score(metric, targets, b.T) for b in blends], rtol=1e-9, atol=1e-12)
+        # The data make the test bite: candidates differ, and ties decide many rows (last-max rule differs).
+        assert len(set(got.tolist())) > 1
+        last = confusion_score(metric, confusions(targets, n_classes - 1 - blends[:, ::-1].argmax(axis=1), n_classes))
+        assert not np.array_equal(got, last)
