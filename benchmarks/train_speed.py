@@ -62,10 +62,10 @@ def trainer(cfg) -> FoldTrainer:
 
 
 def measure(cfg, rounds: int) -> tuple[list[tuple[float, float]], int]:
-    """(loop, bare) images/s per round, and the torch threads both used (train_fold's choice: the cores the
-    workers leave free). The two alternate, an epoch against as many bare steps, so that load from other
+    """(loop, bare) images/s per round, and the torch threads both used (train_fold's choice, see
+    medal.runtime.compute_threads). The two alternate, an epoch against as many bare steps, so that load from other
     processes on a shared machine hits both alike."""
-    with compute_threads(torch.device("cpu"), cfg.train.cpu_threads, cfg.train.num_workers) as threads:
+    with compute_threads(torch.device("cpu"), cfg.train.cpu_threads) as threads:
         loop, bare, results = trainer(cfg), BareStep(cfg), []
         for epoch in range(1, rounds + 1):
             started = time.perf_counter()
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="timed epochs, each against as many bare steps")
-    parser.add_argument("--threads", type=int, default=None, help="train.cpu_threads (default: the cores the workers leave)")
+    parser.add_argument("--threads", type=int, default=None, help="train.cpu_threads (default: torch's own setting)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: a new folder under /tmp)")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="medal_train_speed_"))

@@ -192,7 +192,7 @@ class TrainConfig(Section):
     overfit_ratio: float = Field(10.0, gt=1, description="Fold diagnosis: overfitting when the validation loss is at least this many times the train loss (10: an order of magnitude).")
     num_workers: int = Field(2, ge=0, description="DataLoader worker processes; 0 loads in the main process.")
     persistent_workers: bool = Field(True, description="Keep DataLoader workers alive between epochs (augmentations stay reproducible: seeds travel with the batches).")
-    cpu_threads: int | None = Field(None, ge=1, description="torch compute threads when training on CPU; None: the cores the DataLoader workers leave free (at least 1), never more than torch's own setting. More threads than free cores make every op wait for a preempted thread.")
+    cpu_threads: int | None = Field(None, ge=1, description="torch compute threads when training on CPU; None: torch's own setting (OMP_NUM_THREADS, else the cores).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' takes CUDA when present.")
     amp: bool = Field(True, description="Mixed precision on CUDA (train.amp_dtype); ignored on CPU.")
     amp_dtype: Literal["bf16", "fp16"] = Field("bf16", description="bf16, or fp16 with a gradient scaler (GPUs without bf16).")

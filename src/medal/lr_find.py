@@ -134,7 +134,7 @@ def run_lr_find(cfg: Config, fold: int = 0) -> dict:
             logits = model(inputs)
         return criterion.per_sample(logits, target).mean()
 
-    with compute_threads(device, t.cpu_threads, t.num_workers):
+    with compute_threads(device, t.cpu_threads):
         curve = lr_range_test(model, optimizer, ((x, y) for _ in itertools.count() for x, y, _ in loader), loss_fn, s)
     lr = suggest(curve["lr"], curve["smoothed"], s.rule)
     stem = cfg.exp_dir / f"lr_find_fold{fold}"

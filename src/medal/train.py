@@ -82,7 +82,7 @@ def train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int) 
     seed_everything(cfg.seed + fold)
     data = split_fold(cfg, table, classes, fold)
     device = pick_device(cfg.train.device)
-    with compute_threads(device, cfg.train.cpu_threads, cfg.train.num_workers):
+    with compute_threads(device, cfg.train.cpu_threads):
         trainer = FoldTrainer(cfg, build_model(cfg.model, len(classes)).to(device), device, data, classes, fold)
         best_score, best_epoch = trainer.fit()
         valid_probs = trainer.predict_valid(out / "best.pt")
