@@ -231,3 +231,8 @@ def test_describe_keys_lists_dotted_keys_with_defaults():
     assert any(line.strip().startswith("train.lr (default 0.001)") for line in lines)
     assert any(line.strip().startswith("data.root (required)") for line in lines)
     assert any(line.strip().startswith("name (required)") for line in lines)
+
+
+def test_blend_defaults_to_comparing_every_method_by_nested_cv(tmp_path, data_root):
+    cfg = load_config(write_yaml(tmp_path / "c.yaml", {"name": "x", "data": {"root": str(data_root)}}), [])
+    assert cfg.blend.method == "compare"

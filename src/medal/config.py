@@ -263,7 +263,7 @@ class InferConfig(Section):
 
 class BlendConfig(Section):
     experiments: list[str] = Field([], description="Experiment names to blend (outputs/<competition>/<name>).")
-    method: str = Field("mean", description="How the models combine: mean, rank, greedy, caruana, optimize (medal.blend_methods.METHODS), or compare: score every method by nested CV and use the best.")
+    method: str = Field("compare", description="How the models combine: mean, rank, greedy, caruana, optimize (medal.blend_methods.METHODS), or compare: score every method by nested CV and use the best (the default: a plain mean of a strong and a weak model can lose to the strong one alone, which greedy finds).")
     submission_name: str = Field("submission", description="Writes <submission_dir>/<submission_name>.csv.")
     submission_dir: Path = Field(Path("submissions"), description="Folder for blended submission files.")
     greedy_max_corr: float = Field(0.97, ge=-1.0, le=1.0, description="greedy: skip a candidate whose OOF Pearson correlation with any chosen model is above this.")
