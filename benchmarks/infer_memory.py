@@ -4,7 +4,7 @@ Each size runs in a fresh process (max RSS is a per-process peak). The images ar
 made on the fly by the Dataset (no disk), in two sources like a multi-scale TTA
 (base and scale_1.25), and predicted under three views by `predict_views` into
 preallocated arrays. If predictions held the images, 16,000 images at 64 px
-(x2 sources) would add about 400 MB; streamed, only rows x classes floats grow.
+(x2 sources) would add about 1.9 GB as float32 tensors; streamed, only rows x classes floats grow.
 
     python3 benchmarks/infer_memory.py [--sizes 1000,4000,16000]
 """
