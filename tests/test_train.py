@@ -21,6 +21,7 @@ from medal.data import read_folds
 from medal.io import read_csv
 from medal.metrics import score
 from medal.models import build_model
+from medal.runtime import compute_threads
 from medal.train import FoldTrainer, run_train
 
 FOLD_FILES = ["best.pt", "last.pt", "metrics.csv", "steps.csv", "oof.csv", "done.json", "curves.png", "hardest_oof.png",
@@ -53,12 +54,8 @@ def toy(tmp_path_factory) -> Path:
 def _toy_run(toy: Path, dest: Path, *overrides: str) -> Config:
     """The toy competition trained on fold 0 (one torch thread, as every comparison here)."""
     cfg = toy_cfg(toy, own_outputs(toy, dest), *TOY, *overrides)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with compute_threads(torch.device("cpu"), 1):
         run_train(cfg, fold=0)
-    finally:
-        torch.set_num_threads(threads)
     return cfg
 
 
@@ -93,12 +90,8 @@ def resumed(toy, tmp_path_factory) -> tuple[Config, list[int]]:
     assert torch.load(cfg.fold_dir(0) / "last.pt", weights_only=True)["epoch"] == 1
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(FoldTrainer, "_train_epoch", record)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with compute_threads(torch.device("cpu"), 1):
             run_train(cfg, fold=0)
-        finally:
-            torch.set_num_threads(threads)
     return cfg, trained
 
 
