@@ -86,9 +86,8 @@ def compute_threads(device: torch.device, threads: int | None) -> Iterator[int]:
     if device.type != "cpu" or threads is None:
         yield before
         return
-    chosen = threads
-    torch.set_num_threads(chosen)
+    torch.set_num_threads(threads)
     try:
-        yield chosen
+        yield threads
     finally:
         torch.set_num_threads(before)
