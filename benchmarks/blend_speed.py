@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from medal.blend_search import class_slabs, hill_climb  # noqa: E402
-from medal.metrics import score  # noqa: E402
+from medal.blend.search import class_slabs, hill_climb  # noqa: E402
+from medal.core.metrics import score  # noqa: E402
 
 
 def realistic(models: int, rows: int, classes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

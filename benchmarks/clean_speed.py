@@ -34,9 +34,9 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from medal.clean import run_clean  # noqa: E402
-from medal.config import load_config  # noqa: E402
-from medal.scan import default_workers  # noqa: E402
+from medal.clean.run import run_clean  # noqa: E402
+from medal.core.config import load_config  # noqa: E402
+from medal.clean.scan import default_workers  # noqa: E402
 
 
 def max_rss_mib(who: int = resource.RUSAGE_SELF) -> float:

@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 from sklearn.model_selection import StratifiedKFold  # noqa: E402
 
-from medal.config import Config, load_config  # noqa: E402
+from medal.core.config import Config, load_config  # noqa: E402
 
 FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers"
 

@@ -28,8 +28,8 @@ def measure(n_images: int, image_size: int) -> dict:
     import torch
     from torch.utils.data import DataLoader, Dataset
 
-    from medal.predict import predict_views
-    from medal.tta import get_view
+    from medal.modeling.predict import predict_views
+    from medal.modeling.views import get_view
 
     class Synthetic(Dataset):
         def __len__(self) -> int:

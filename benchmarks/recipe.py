@@ -22,8 +22,8 @@ from pathlib import Path
 import pandas as pd  # noqa: E402
 from flowers_setup import flowers_config, max_rss_mib
 
-from medal.log import setup_logging  # noqa: E402
-from medal.train import run_train  # noqa: E402
+from medal.core.log import setup_logging  # noqa: E402
+from medal.train.run import run_train  # noqa: E402
 
 PLAIN = ["train.augment=none", "train.warmup_epochs=0", "train.label_smoothing=0", "train.ema.enabled=false"]
 
@@ -55,7 +55,7 @@ def main() -> None:
     setup_logging()
     out = args.out or Path(tempfile.mkdtemp(prefix="medal_recipe_"))
     common = [f"model.backbone={args.backbone}", f"train.image_size={args.size}", f"train.epochs={args.epochs}",
-              f"train.batch_size={args.batch}", f"train.num_workers={args.workers}", "train.device=cpu"]
+              f"train.batch_size={args.batch}", f"runtime.num_workers={args.workers}", "runtime.device=cpu"]
     results = {"default": train(out, "default", common, []), "plain": train(out, "plain", common, PLAIN)}
     rss, worker_rss = max_rss_mib()
     print(f"\nflowers fold 0 (691 validation images), {args.backbone} from scratch at {args.size}px, "

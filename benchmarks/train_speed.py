@@ -22,11 +22,12 @@ from pathlib import Path
 import torch  # noqa: E402  (after flowers_setup: it sets the import path)
 from flowers_setup import flowers_config, max_rss_mib
 
-from medal.data import class_names, read_folds  # noqa: E402
-from medal.models import build_model  # noqa: E402
-from medal.optim import build_optimizer  # noqa: E402
-from medal.runtime import compute_threads, seed_everything  # noqa: E402
-from medal.train import FoldTrainer, split_fold  # noqa: E402
+from medal.core.tables import class_names, read_folds# noqa: E402
+from medal.modeling.models import build_model  # noqa: E402
+from medal.train.optim import build_optimizer  # noqa: E402
+from medal.modeling.runtime import compute_threads, seed_everything  # noqa: E402
+from medal.train.fold import split_fold# noqa: E402
+from medal.train.trainer import FoldTrainer# noqa: E402
 
 
 class BareStep:
@@ -63,9 +64,9 @@ def trainer(cfg) -> FoldTrainer:
 
 def measure(cfg, rounds: int) -> tuple[list[tuple[float, float]], int]:
     """(loop, bare) images/s per round, and the torch threads both used (train_fold's choice, see
-    medal.runtime.compute_threads). The two alternate, an epoch against as many bare steps, so that load from other
+    medal.modeling.runtime.compute_threads). The two alternate, an epoch against as many bare steps, so that load from other
     processes on a shared machine hits both alike."""
-    with compute_threads(torch.device("cpu"), cfg.train.cpu_threads) as threads:
+    with compute_threads(torch.device("cpu"), cfg.runtime.cpu_threads) as threads:
         loop, bare, results = trainer(cfg), BareStep(cfg), []
         for epoch in range(1, rounds + 1):
             started = time.perf_counter()
@@ -83,14 +84,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="timed epochs, each against as many bare steps")
-    parser.add_argument("--threads", type=int, default=None, help="train.cpu_threads (default: torch's own setting)")
+    parser.add_argument("--threads", type=int, default=None, help="runtime.cpu_threads (default: torch's own setting)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: a new folder under /tmp)")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="medal_train_speed_"))
     cfg = flowers_config(out, "speed", [f"model.backbone={args.backbone}", f"train.image_size={args.size}",
-                                        f"train.batch_size={args.batch}", f"train.num_workers={args.workers}",
-                                        f"train.epochs={args.rounds + 1}", "train.device=cpu", "train.sample_grid=0",
-                                        f"train.cpu_threads={args.threads or 'null'}"])
+                                        f"train.batch_size={args.batch}", f"runtime.num_workers={args.workers}",
+                                        f"train.epochs={args.rounds + 1}", "runtime.device=cpu", "report.sample_grid=0",
+                                        f"runtime.cpu_threads={args.threads or 'null'}"])
     results, threads = measure(cfg, args.rounds)
     rss, worker_rss = max_rss_mib()
     print(f"flowers fold 0 (2762 training images), {args.backbone} at {args.size}px, batch {args.batch}, "

@@ -17,6 +17,6 @@ names=()
 for config in "$@"; do
   scripts/train.sh "$config"
   scripts/infer.sh "$config"
-  names+=("$("${PYTHON:-python3}" -c "import sys; from medal.config import load_config; print(load_config(sys.argv[1]).name)" "$config")")
+  names+=("$("${PYTHON:-python3}" -c "import sys; from medal.core.config import load_config; print(load_config(sys.argv[1]).name)" "$config")")
 done
 scripts/blend.sh "$1" "${names[@]}"

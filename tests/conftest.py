@@ -23,8 +23,8 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from medal.config import Config, load_config  # noqa: E402
-from medal.log import LOGGER_NAME  # noqa: E402
+from medal.core.config import Config, load_config  # noqa: E402
+from medal.core.log import LOGGER_NAME  # noqa: E402
 
 # The session pipeline: small enough for two CPU cores, long enough to learn digits.
 PER_CLASS = 30
@@ -137,7 +137,8 @@ def pipeline(tmp_path_factory) -> Pipeline:
         "data": {"root": str(root), "image_ext": ".png"},
         "folds": {"n_folds": N_FOLDS, "seed": 42},
         "train": {"image_size": IMAGE_SIZE, "epochs": EPOCHS, "batch_size": 16, "lr": 3.0e-3,
-                  "warmup_epochs": 0.0, "num_workers": 0, "device": "cpu", "augment": "light"},
+                  "warmup_epochs": 0.0, "augment": "light"},
+        "runtime": {"num_workers": 0, "device": "cpu"},
         "infer": {"tta": TTA, "tta_select": "greedy", "batch_size": 64},
         "blend": {"experiments": list(EXPERIMENTS), "submission_name": "e2e", "submission_dir": str(subs),
                   "method": "mean"},  # the tests check the mean's arithmetic; test_blend.py's `compared` covers compare
@@ -164,6 +165,6 @@ def pipeline(tmp_path_factory) -> Pipeline:
 
 @pytest.fixture(scope="session")
 def classes(pipeline) -> list[str]:
-    from medal.data import class_names, read_folds
+    from medal.core.tables import class_names, read_folds
 
     return class_names(read_folds(pipeline.cfg())["label"])

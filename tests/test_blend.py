@@ -8,12 +8,13 @@ import pandas as pd
 import pytest
 from conftest import EXPERIMENTS, N_FOLDS
 
-from medal.blend import Member, correlation_matrix, run_blend
-from medal.config import Config
-from medal.data import read_folds, read_sample_submission
-from medal.io import read_csv
-from medal.metrics import score
-from medal.submission import check_submission
+from medal.blend.members import correlation_matrix, Member
+from medal.blend.run import run_blend
+from medal.core.config import Config
+from medal.core.tables import read_folds, read_sample_submission
+from medal.core.io import read_csv
+from medal.core.metrics import score
+from medal.core.submission import check_submission
 
 
 def preds(path, classes) -> pd.DataFrame:
@@ -207,7 +208,7 @@ def compared(pipeline, tmp_path_factory) -> tuple[Config, dict]:
 
 
 def test_compare_scores_every_method_in_sample_and_nested(compared):
-    from medal.blend_methods import METHODS
+    from medal.blend.methods import METHODS
 
     _, report = compared
     assert list(report["methods"]) == list(METHODS)
@@ -228,7 +229,7 @@ def test_compare_uses_the_method_with_the_best_nested_cv(compared):
 
 
 def test_compared_submission_is_the_argmax_of_the_chosen_weights_on_the_test_predictions(compared, classes):
-    from medal.blend_methods import METHODS, apply_weights
+    from medal.blend.methods import METHODS, apply_weights
 
     cfg, report = compared
     ids = read_sample_submission(cfg)["image_id"]
@@ -285,7 +286,7 @@ def test_blend_refuses_an_experiment_named_twice(copied):
 
 
 def test_unknown_blend_method_is_refused_naming_it(pipeline):
-    from medal.config import ConfigError
+    from medal.core.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"blend.method: 'stacking' is not one of"):
         pipeline.cfg("tiny_resnet", "blend.method=stacking")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medal.blend_methods import (
+from medal.blend.methods import (
     METHODS,
     FitContext,
     apply_weights,
@@ -13,11 +13,11 @@ from medal.blend_methods import (
     fit_greedy,
     fit_optimize,
     pick_best,
-    rank_transform,
 )
-from medal.blend_search import AdditionScorer, class_slabs, hill_climb
-from medal.config import BlendConfig
-from medal.metrics import confusion_score, confusions, score, score_many
+from medal.blend.search import AdditionScorer, class_slabs, hill_climb
+from medal.core.config import BlendConfig
+from medal.core.predictions import rank_scale
+from medal.core.metrics import confusion_score, confusions, score, score_many
 
 N, C = 600, 3
 TARGETS = np.random.default_rng(0).integers(0, C, N)
@@ -160,9 +160,9 @@ def test_nested_cv_fits_each_fold_without_its_rows():
     assert result.nested_per_fold[0] == 0.0
 
 
-def test_rank_transform_scales_each_class_column_to_zero_one():
+def test_rank_scale_scales_each_class_column_to_zero_one():
     preds = np.array([[[0.1, 0.9], [0.7, 0.3], [0.4, 0.6]]])
-    np.testing.assert_allclose(rank_transform(preds)[0], [[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]])
+    np.testing.assert_allclose(rank_scale(preds, axis=1)[0], [[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]])
 
 
 def test_rank_blend_is_invariant_to_a_monotone_rescaling_of_a_member():

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from conftest import jpeg, noise, png, write_yaml
 
-from medal.clean import REASONS, run_clean
-from medal.config import Config, load_config
+from medal.clean.run import REASONS, run_clean
+from medal.core.config import Config, load_config
 from medal.demo import PLANTED
-from medal.io import read_csv
+from medal.core.io import read_csv
 
 
 def competition(tmp_path: Path, rows: list[tuple[str, str]], files: dict[str, bytes], *overrides: str) -> Config:
@@ -255,7 +255,7 @@ def test_parallel_scan_finishes_right_after_the_parent_used_opencv_threads(tmp_p
         (folder / f"{i}.jpg").write_bytes(jpeg(big))
     script = (
         "import pathlib, cv2, numpy as np\n"
-        "from medal.scan import ScanJob, scan_files\n"
+        "from medal.clean.scan import ScanJob, scan_files\n"
         f"jobs = [ScanJob(str(p)) for p in sorted(pathlib.Path({str(folder)!r}).iterdir())]\n"
         "big = np.zeros((3000, 3000, 3), np.uint8)\n"
         "for _ in range(6):\n"

@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 from conftest import noise, png, write_yaml
 
-from medal.clean import run_clean
-from medal.config import load_config
-from medal.data import image_path, load_rgb, source_path
-from medal.decode import decode_rgb
-from medal.image_cache import resize_longest
+from medal.clean.run import run_clean
+from medal.core.config import load_config
+from medal.images.dataset import load_rgb
+from medal.images.paths import image_path, source_path
+from medal.images.decode import decode_rgb
+from medal.images.cache import resize_longest
 
 
 def smooth(seed: int) -> np.ndarray:

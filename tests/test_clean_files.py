@@ -15,9 +15,9 @@ from conftest import encode, noise, png
 from PIL import Image
 from test_clean import competition, reason_of
 
-from medal.clean import run_clean
-from medal.clean_checks import REASONS
-from medal.config import CleanConfig, ConfigError
+from medal.clean.run import run_clean
+from medal.clean.checks import REASONS
+from medal.core.config import CleanConfig, ConfigError
 
 
 def peers(n: int = 24, size: int = 64) -> tuple[list[tuple[str, str]], dict[str, bytes]]:

@@ -16,10 +16,11 @@ import pytest
 from conftest import write_yaml
 from PIL import Image
 
-from medal.clean import run_clean
-from medal.config import load_config
-from medal.data import image_path, load_rgb, source_path
-from medal.folds import run_folds
+from medal.clean.run import run_clean
+from medal.core.config import load_config
+from medal.images.dataset import load_rgb
+from medal.images.paths import image_path, source_path
+from medal.folds.run import run_folds
 
 DATA = Path("/work/shared/data")
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="the shared real datasets are not on this machine")

@@ -68,7 +68,7 @@ def test_a_stage_whose_input_is_missing_exits_2_naming_the_stage_to_run(config, 
 
 
 def test_debug_flag_shows_the_error_as_an_exception(config):
-    from medal.config import ConfigError
+    from medal.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="train.lrr"):
         main(["--debug", "train", "-c", str(config), "train.lrr=1"])

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from conftest import write_yaml
 
-from medal.config import (
+from medal.core.config import (
     Config,
     ConfigError,
     config_snapshot,
@@ -85,8 +85,8 @@ def test_override_of_a_nested_key_is_typed_as_yaml_float(family):
 
 
 def test_override_values_are_parsed_as_yaml_ints_bools_and_lists(family):
-    cfg = load_config(family, ["train.epochs=12", "train.amp=false", "infer.tta=[identity, vflip]"])
-    assert (cfg.train.epochs, cfg.train.amp, cfg.infer.tta) == (12, False, ["identity", "vflip"])
+    cfg = load_config(family, ["train.epochs=12", "runtime.amp=false", "infer.tta=[identity, vflip]"])
+    assert (cfg.train.epochs, cfg.runtime.amp, cfg.infer.tta) == (12, False, ["identity", "vflip"])
 
 
 def test_overrides_apply_after_the_files(family):

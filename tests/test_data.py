@@ -7,9 +7,11 @@ import pytest
 import torch
 from conftest import noise, png, write_yaml
 
-from medal.augment import PRESETS, eval_transform, train_transform
-from medal.config import ConfigError, load_config
-from medal.data import ImageDataset, class_names, image_path, load_rgb
+from medal.images.augment import PRESETS, eval_transform, train_transform
+from medal.core.config import ConfigError, load_config
+from medal.core.tables import class_names
+from medal.images.dataset import ImageDataset, load_rgb
+from medal.images.paths import image_path
 
 STATS = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 

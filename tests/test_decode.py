@@ -9,7 +9,7 @@ import pytest
 from conftest import encode, gif, jpeg, noise, png
 from PIL import Image, ImageOps
 
-from medal.decode import (
+from medal.images.decode import (
     decode_rgb,
     is_truncated,
     jpeg_header,

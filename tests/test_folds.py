@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from conftest import write_yaml
 
-from medal.config import Config, load_config
-from medal.folds import run_folds
-from medal.log import get_logger
+from medal.core.config import Config, load_config
+from medal.folds.run import run_folds
+from medal.core.log import get_logger
 
 # Uneven classes, so that stratification has something to do.
 CLASS_SIZES = {"cat": 11, "dog": 7, "eel": 5, "fox": 3}
@@ -101,7 +101,7 @@ def test_folds_without_clean_csv_says_to_run_clean(tmp_path):
 
 
 def test_unknown_fold_strategy_is_refused_in_the_config(tmp_path):
-    from medal.config import ConfigError
+    from medal.core.config import ConfigError
 
     root = tmp_path / "comp"
     root.mkdir()
@@ -320,13 +320,13 @@ def test_folds_csv_is_byte_identical_across_processes_and_hash_seeds(tmp_path):
 def test_group_strategy_works_without_groupkfold_shuffle_as_in_old_scikit_learn(tmp_path, monkeypatch):
     from sklearn.model_selection import GroupKFold
 
-    import medal.folds
+    import medal.folds.run
 
     class OldGroupKFold(GroupKFold):  # scikit-learn < 1.6: no shuffle, no random_state
         def __init__(self, n_splits=5):
             super().__init__(n_splits=n_splits)
 
-    monkeypatch.setattr(medal.folds, "GroupKFold", OldGroupKFold)
+    monkeypatch.setattr(medal.folds.run, "GroupKFold", OldGroupKFold)
     first = run_folds(folds_config(tmp_path, "a", "folds.strategy=group", "folds.group_col=patient",
                                    "folds.n_folds=4", table=grouped_table()))
     again = run_folds(folds_config(tmp_path, "b", "folds.strategy=group", "folds.group_col=patient",

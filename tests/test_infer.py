@@ -9,15 +9,17 @@ import pytest
 import torch
 from conftest import EXPERIMENTS, N_FOLDS, TTA
 
-from medal.augment import eval_transform
-from medal.config import Config, ConfigError
-from medal.data import ImageDataset, image_path, read_folds, read_sample_submission
-from medal.infer import load_fold_model, run_infer
-from medal.io import read_csv
-from medal.metrics import score
-from medal.models import normalisation
-from medal.predict import predict_probs
-from medal.runtime import make_loader
+from medal.images.augment import eval_transform
+from medal.core.config import Config, ConfigError
+from medal.core.tables import read_folds, read_sample_submission
+from medal.images.dataset import ImageDataset
+from medal.images.paths import image_path
+from medal.infer.run import load_fold_model, run_infer
+from medal.core.io import read_csv
+from medal.core.metrics import score
+from medal.modeling.models import normalisation
+from medal.modeling.predict import predict_probs
+from medal.modeling.runtime import make_loader
 
 
 def predictions(path, classes) -> pd.DataFrame:
@@ -200,7 +202,7 @@ def test_random_views_give_the_same_predictions_with_or_without_loader_workers(p
     first = oof_probs(reinfer(pipeline, tmp_path / "a", "infer.tta=[aug0, aug1]", "infer.tta_select=fixed",
                               "infer.tta_augment=light"), classes)
     second = oof_probs(reinfer(pipeline, tmp_path / "b", "infer.tta=[aug0, aug1]", "infer.tta_select=fixed",
-                               "infer.tta_augment=light", "train.num_workers=2"), classes)
+                               "infer.tta_augment=light", "runtime.num_workers=2"), classes)
     np.testing.assert_array_equal(first, second)
 
 
@@ -246,8 +248,8 @@ def test_geometric_mean_over_logits_is_refused_naming_the_keys(pipeline):
 def test_infer_says_so_and_keeps_identity_when_no_view_helps(pipeline, classes, monkeypatch, caplog):
     import logging
 
-    from medal.infer import choose_views
-    from medal.log import get_logger
+    from medal.infer.run import choose_views
+    from medal.core.log import get_logger
 
     monkeypatch.setattr(get_logger(), "propagate", True)
     targets = np.array([0, 1, 2, 3])

@@ -7,7 +7,7 @@ import os
 import pandas as pd
 import pytest
 
-from medal.io import atomic_path, read_csv, write_csv, write_json, write_text
+from medal.core.io import atomic_path, read_csv, write_csv, write_json, write_text
 
 
 def test_write_text_creates_missing_parent_folders(tmp_path):

@@ -12,10 +12,10 @@ import torch
 from train_toy import make_toy, one_compute_thread  # noqa: F401 (autouse fixture)
 
 from medal.cli import main
-from medal.config import LrFindConfig, ModelConfig, TrainConfig
-from medal.lr_find import lr_range_test, suggest, valley_index
-from medal.models import build_model
-from medal.optim import build_optimizer
+from medal.core.config import LrFindConfig, ModelConfig, TrainConfig
+from medal.train.lr_find import lr_range_test, suggest, valley_index
+from medal.modeling.models import build_model
+from medal.train.optim import build_optimizer
 
 
 def _batches(n: int = 4):
@@ -113,7 +113,7 @@ def toy(tmp_path_factory):
 
 
 def test_lr_find_command_writes_plot_curve_and_suggestion(toy, capsys):
-    code = main(["lr-find", "-c", str(toy), "--fold", "1", "train.lr_find.steps=12", "train.lr_find.diverge=100"])
+    code = main(["lr-find", "-c", str(toy), "--fold", "1", "lr_find.steps=12", "lr_find.diverge=100"])
     out = capsys.readouterr().out
     stem = toy.parent / "outputs" / "toy" / "toy" / "lr_find_fold1"
     report = json.loads(stem.with_suffix(".json").read_text())
@@ -133,4 +133,4 @@ def test_lr_find_help_lists_its_settings(capsys):
     with pytest.raises(SystemExit):
         main(["lr-find", "--help"])
     out = capsys.readouterr().out
-    assert "train.lr_find.rule" in out and "--fold" in out
+    assert "lr_find.rule" in out and "--fold" in out

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from medal.metrics import METRICS, is_better, score
+from medal.core.metrics import METRICS, is_better, score
 
 TARGETS = np.array([0, 1, 2, 1])
 PROBS = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.5, 0.3, 0.2], [0.2, 0.6, 0.2]])  # row 2 wrong
@@ -116,7 +116,7 @@ def test_log_loss_renormalises_rows_that_do_not_sum_to_one():
 @pytest.mark.parametrize("name", list(METRICS))
 @pytest.mark.parametrize("n_classes", [2, 5])
 def test_batched_scores_equal_the_exact_metric_of_each_candidate(name, n_classes):
-    from medal.metrics import score_many
+    from medal.core.metrics import score_many
 
     rng = np.random.default_rng(n_classes)
     targets = rng.integers(0, n_classes, 300)

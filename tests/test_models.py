@@ -6,8 +6,8 @@ import timm
 import torch
 from train_toy import one_compute_thread  # noqa: F401 (autouse fixture)
 
-from medal.config import ModelConfig
-from medal.models import build_model, normalisation
+from medal.core.config import ModelConfig
+from medal.modeling.models import build_model, normalisation
 
 
 @pytest.fixture(scope="module")

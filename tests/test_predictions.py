@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medal.io import write_csv
-from medal.predictions import prediction_frame, read_predictions
+from medal.core.io import write_csv
+from medal.core.predictions import prediction_frame, read_predictions
 
 CLASSES = ["a", "b"]
 

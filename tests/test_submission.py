@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medal.submission import (
+from medal.core.submission import (
     SubmissionError,
     check_submission,
     make_submission,

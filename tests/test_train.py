@@ -16,13 +16,14 @@ import torch
 from conftest import EPOCHS, EXPERIMENTS, N_FOLDS, Pipeline
 from train_toy import make_toy, own_outputs, toy_cfg
 
-from medal.config import Config
-from medal.data import read_folds
-from medal.io import read_csv
-from medal.metrics import score
-from medal.models import build_model
-from medal.runtime import compute_threads
-from medal.train import FoldTrainer, run_train
+from medal.core.config import Config
+from medal.core.tables import read_folds
+from medal.core.io import read_csv
+from medal.core.metrics import score
+from medal.modeling.models import build_model
+from medal.modeling.runtime import compute_threads
+from medal.train.run import run_train
+from medal.train.trainer import FoldTrainer
 
 FOLD_FILES = ["best.pt", "last.pt", "metrics.csv", "steps.csv", "oof.csv", "done.json", "curves.png", "hardest_oof.png",
               "augment_16px.png"]

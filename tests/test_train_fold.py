@@ -10,10 +10,11 @@ import pytest
 import torch
 from train_toy import make_toy, make_trainer, one_compute_thread, own_outputs, toy_cfg  # noqa: F401 (autouse fixture)
 
-from medal.config import ConfigError
-from medal.diagnosis import diagnose
-from medal.predict import predict_probs
-from medal.train import FoldTrainer, run_train
+from medal.core.config import ConfigError
+from medal.train.diagnosis import diagnose
+from medal.modeling.predict import predict_probs
+from medal.train.run import run_train
+from medal.train.trainer import FoldTrainer
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from train_toy import one_compute_thread  # noqa: F401 (autouse fixture)
 
-from medal.config import TrainConfig
-from medal.losses import Criterion
+from medal.core.config import TrainConfig
+from medal.train.losses import Criterion
 
 C = 4
 

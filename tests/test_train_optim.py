@@ -6,10 +6,10 @@ import pytest
 import torch
 from train_toy import make_toy, make_trainer, one_compute_thread, state_copy, toy_cfg  # noqa: F401 (autouse fixture)
 
-from medal.config import TrainConfig
-from medal.models import build_model, head_parameter_ids
-from medal.optim import batch_lr_factor, build_optimizer, l1_penalty
-from medal.schedule import LrSchedule
+from medal.core.config import TrainConfig
+from medal.modeling.models import build_model, head_parameter_ids
+from medal.train.optim import batch_lr_factor, build_optimizer, l1_penalty
+from medal.train.schedule import LrSchedule
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def toy(tmp_path_factory):
 
 
 def _model(backbone: str = "test_resnet"):
-    from medal.config import ModelConfig
+    from medal.core.config import ModelConfig
 
     torch.manual_seed(0)
     return build_model(ModelConfig(backbone=backbone), 3)

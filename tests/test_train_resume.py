@@ -23,11 +23,11 @@ import pytest
 import torch
 from train_toy import make_toy
 
-from medal.config import load_config
-from medal.diagnosis import diagnose
-from medal.gallery import hardest
-from medal.log import get_logger
-from medal.train import run_train
+from medal.core.config import load_config
+from medal.train.diagnosis import diagnose
+from medal.images.gallery import hardest
+from medal.core.log import get_logger
+from medal.train.run import run_train
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 RECIPE = [
@@ -35,7 +35,7 @@ RECIPE = [
     "train.image_size=20", "train.schedule=restarts", "train.restarts.cycle_epochs=1", "train.restarts.cycle_mul=1",
     "train.mixup.mixup_alpha=0.4", "train.mixup.cutmix_alpha=1.0", "model.drop_rate=0.2",
     "train.hard_mining.start_epoch=1", "train.hard_mining.cap=3", "train.accumulate=2", "train.clip_grad_norm=5",
-    "train.sample_grid=4", "train.gallery_size=6",
+    "report.sample_grid=4", "report.gallery_size=6",
 ]
 N_TRAIN = 30  # fold 0's training rows in the toy competition
 
@@ -89,8 +89,8 @@ def runs(tmp_path_factory) -> dict:
     get_logger().addHandler(handler)
     get_logger().setLevel(logging.INFO)
     try:
-        run_train(load_config(config, [f"output_dir={ref_out}", *RECIPE, "train.num_workers=2",
-                                       "train.persistent_workers=true"]), fold=0)
+        run_train(load_config(config, [f"output_dir={ref_out}", *RECIPE, "runtime.num_workers=2",
+                                       "runtime.persistent_workers=true"]), fold=0)
         watcher.join()
         killed.wait()
         after_kill = {p.name: p for p in sorted(_fold(kill_out).iterdir())}

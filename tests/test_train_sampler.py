@@ -9,8 +9,8 @@ import pytest
 import torch
 from train_toy import make_toy, make_trainer, one_compute_thread, toy_cfg  # noqa: F401 (autouse fixture)
 
-from medal.runtime import make_loader
-from medal.sampler import (
+from medal.modeling.runtime import make_loader
+from medal.train.sampler import (
     LossTracker,
     SeededBatchSampler,
     hard_example_weights,
@@ -114,8 +114,8 @@ def _epoch_batches(cfg, epochs=2) -> list[torch.Tensor]:
 def test_augmentations_do_not_depend_on_workers_or_their_persistence(toy):
     """Seeds travel with the batches: 0 workers, 2 workers, and 2 persistent workers see the same images."""
     base = ["train.augment=photo"]
-    serial = _epoch_batches(toy_cfg(toy, *base, "train.num_workers=0"))
-    persistent = _epoch_batches(toy_cfg(toy, *base, "train.num_workers=2", "train.persistent_workers=true"))
-    fresh = _epoch_batches(toy_cfg(toy, *base, "train.num_workers=2", "train.persistent_workers=false"))
+    serial = _epoch_batches(toy_cfg(toy, *base, "runtime.num_workers=0"))
+    persistent = _epoch_batches(toy_cfg(toy, *base, "runtime.num_workers=2", "runtime.persistent_workers=true"))
+    fresh = _epoch_batches(toy_cfg(toy, *base, "runtime.num_workers=2", "runtime.persistent_workers=false"))
     assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(serial, persistent, fresh))
     assert not torch.equal(serial[0], serial[len(serial) // 2])  # epoch 2's first batch differs from epoch 1's

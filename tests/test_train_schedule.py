@@ -7,10 +7,10 @@ import pytest
 import torch
 from train_toy import one_compute_thread  # noqa: F401 (autouse fixture)
 
-from medal.config import ModelConfig, TrainConfig
-from medal.models import build_model
-from medal.optim import build_optimizer
-from medal.schedule import LrSchedule
+from medal.core.config import ModelConfig, TrainConfig
+from medal.modeling.models import build_model
+from medal.train.optim import build_optimizer
+from medal.train.schedule import LrSchedule
 
 STEPS = 20  # updates per epoch in these simulations
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from train_toy import make_toy, one_compute_thread, own_outputs, toy_cfg  # noqa: F401 (autouse fixture)
 
-from medal.config import ModelConfig
-from medal.models import build_model
-from medal.runtime import (
+from medal.core.config import ModelConfig
+from medal.modeling.models import build_model
+from medal.modeling.runtime import (
     amp_dtype,
     autocast,
     compute_threads,
@@ -18,7 +18,7 @@ from medal.runtime import (
     make_loader,
     speed_up,
 )
-from medal.train import run_train
+from medal.train.run import run_train
 
 CUDA = torch.device("cuda")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -72,8 +72,8 @@ def test_loader_pins_memory_on_cuda_and_keeps_workers_when_asked():
 def test_cuda_training_with_amp_channels_last_and_compile(tmp_path_factory, dtype):
     base = tmp_path_factory.mktemp(f"cuda_{dtype}")
     config = make_toy(base)
-    cfg = toy_cfg(config, own_outputs(config, base / "o"), "train.device=cuda", "train.amp=true",
-                  f"train.amp_dtype={dtype}", "train.channels_last=true", "train.compile=true", "train.epochs=2")
+    cfg = toy_cfg(config, own_outputs(config, base / "o"), "runtime.device=cuda", "runtime.amp=true",
+                  f"runtime.amp_dtype={dtype}", "runtime.channels_last=true", "runtime.compile=true", "train.epochs=2")
     scores = run_train(cfg, fold=0)
     last = torch.load(cfg.fold_dir(0) / "last.pt", weights_only=True, map_location="cpu")
     assert scores[0] > 0 and all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
@@ -86,7 +86,7 @@ def test_cpu_threads_are_set_for_the_run_and_restored():
     with compute_threads(torch.device("cpu"), None) as threads:
         assert threads == torch.get_num_threads() == before  # None: torch's own setting
     with compute_threads(torch.device("cpu"), before + 1) as threads:
-        assert threads == torch.get_num_threads() == before + 1  # train.cpu_threads
+        assert threads == torch.get_num_threads() == before + 1  # runtime.cpu_threads
     assert torch.get_num_threads() == before  # restored
     with compute_threads(CUDA, before + 1):
         assert torch.get_num_threads() == before  # CUDA: untouched

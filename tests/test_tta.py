@@ -6,17 +6,11 @@ import pytest
 import torch
 from conftest import noise, png
 
-from medal.data import load_rgb
-from medal.metrics import score
-from medal.tta import (
-    VIEWS,
-    SourcesDataset,
-    expand_views,
-    get_view,
-    reduce_views,
-    select_greedy,
-    source_transforms,
-)
+from medal.images.dataset import load_rgb
+from medal.core.metrics import score
+from medal.infer.reduce import reduce_views, select_greedy
+from medal.infer.sources import source_transforms, SourcesDataset
+from medal.modeling.views import expand_views, get_view, VIEWS
 
 STATS = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
@@ -171,7 +165,7 @@ def write_images(folder, count: int) -> list:
 
 
 def test_sources_dataset_decodes_each_image_once_and_resizes_it_per_scale(tmp_path, monkeypatch):
-    import medal.tta as tta
+    import medal.infer.sources as tta
 
     paths = write_images(tmp_path, 2)
     calls = []

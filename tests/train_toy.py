@@ -14,11 +14,12 @@ import pytest
 import torch
 import yaml
 
-from medal.config import Config, load_config
-from medal.data import class_names, read_folds
-from medal.models import build_model
-from medal.runtime import seed_everything
-from medal.train import FoldTrainer, split_fold
+from medal.core.config import Config, load_config
+from medal.core.tables import class_names, read_folds
+from medal.modeling.models import build_model
+from medal.modeling.runtime import seed_everything
+from medal.train.fold import split_fold
+from medal.train.trainer import FoldTrainer
 
 CLASSES = ["diagonal", "horizontal", "vertical"]
 
@@ -63,8 +64,9 @@ def make_toy(base: Path, per_class: int = 20, size: int = 24, n_folds: int = 2, 
         "name": "toy", "seed": 3, "output_dir": str(base / "outputs"),
         "data": {"root": str(root), "image_ext": ".png"},
         "model": {"backbone": "test_resnet"},
-        "train": {"image_size": 16, "epochs": 1, "batch_size": 10, "lr": 3e-3, "warmup_epochs": 0.0,
-                  "num_workers": 0, "device": "cpu", "augment": "light", "sample_grid": 0, "gallery_size": 0},
+        "train": {"image_size": 16, "epochs": 1, "batch_size": 10, "lr": 3e-3, "warmup_epochs": 0.0, "augment": "light"},
+        "runtime": {"num_workers": 0, "device": "cpu"},
+        "report": {"sample_grid": 0, "gallery_size": 0},
     }
     path = base / "toy.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))

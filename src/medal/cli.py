@@ -10,16 +10,16 @@ from pathlib import Path
 # Set before albumentations is imported anywhere: no update check over the network.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from medal.config import Config, ConfigError, describe_keys, load_config  # noqa: E402
-from medal.log import get_logger, setup_logging  # noqa: E402
+from medal.core.config import Config, ConfigError, describe_keys, load_config  # noqa: E402
+from medal.core.log import get_logger, setup_logging  # noqa: E402
 
 # Which config sections each stage reads, for its --help.
 STAGE_SECTIONS = {
     "clean": ["data", "clean"],
     "folds": ["data", "folds"],
-    "train": ["data", "model", "train"],
-    "lr-find": ["data", "model", "train"],
-    "infer": ["data", "model", "train", "infer"],
+    "train": ["data", "model", "train", "runtime", "report"],
+    "lr-find": ["data", "model", "train", "lr_find", "runtime"],
+    "infer": ["data", "model", "train", "infer", "runtime"],
     "blend": ["data", "blend"],
 }
 
@@ -124,7 +124,7 @@ def _train(cfg: Config, ns, names) -> int:
 
 
 def _lr_find(cfg: Config, ns, names) -> int:
-    from medal.lr_find import run_lr_find
+    from medal.train import run_lr_find
     report = run_lr_find(cfg, ns.fold)
     print(f"suggested lr {report['suggested_lr']:.3g} ({report['rule']} rule); plot {report['plot']}")
     return 0
@@ -146,8 +146,8 @@ def _blend(cfg: Config, ns, names) -> int:
 
 
 def _check(cfg: Config, ns, names) -> int:
-    from medal.data import class_names, read_folds
-    from medal.submission import check_submission
+    from medal.core.tables import class_names, read_folds
+    from medal.core.submission import check_submission
     d = cfg.data
     check_submission(ns.file, d.root / d.sample_submission, d.id_col, d.label_col, class_names(read_folds(cfg)[d.label_col]))
     get_logger().info("%s passes the submission check", ns.file)
@@ -155,8 +155,8 @@ def _check(cfg: Config, ns, names) -> int:
 
 
 def _score(cfg: Config, ns, names) -> int:
-    from medal.data import class_names, read_folds
-    from medal.submission import score_submission
+    from medal.core.tables import class_names, read_folds
+    from medal.core.submission import score_submission
     d = cfg.data
     value = score_submission(ns.file, ns.solution, d.id_col, d.label_col, class_names(read_folds(cfg)[d.label_col]), cfg.metric)
     print(f"{ns.file}: {cfg.metric} {value:.4f} on {ns.solution}")

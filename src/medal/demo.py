@@ -14,7 +14,7 @@ import pandas as pd
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from medal.io import write_bytes, write_csv, write_text
+from medal.core.io import write_bytes, write_csv, write_text
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 

@@ -1,0 +1,151 @@
+"""clean: decode every training image and account for every row, kept or dropped with a reason.
+
+Checks run in order: the row's text (label, repeated id), the file (present,
+readable, an image, complete, decodable), the image against its peers (size,
+aspect, blank), and duplicates (exact and near, label conflicts). Each finding
+has a reason code (`REASONS`); the config's policy drops or keeps it. Source
+files are only read. Outputs, under <output_dir>/<competition>/: clean.csv,
+dropped.csv (reason, detail), findings.csv (every finding, kept ones too, and
+unlisted files), duplicates.csv, clean_report.md and clean_report.json.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pandas as pd
+
+from medal.clean.checks import ALWAYS_DROP, Finding, image_findings, label_findings, REASONS
+from medal.core.tables import split_labels
+from medal.clean.report import write_reports
+from medal.core.config import Config
+from medal.clean.duplicates import find_duplicates
+from medal.core.tables import read_sample_submission, read_train_table
+from medal.images.paths import cache_spec, image_folder
+from medal.images.cache import cache_dir
+from medal.core.log import get_logger
+from medal.clean.scan import FileScan, ScanJob, scan_files
+
+__all__ = ["REASONS", "run_clean"]
+
+
+def scan_jobs(cfg: Config, ids: list[str], split: str) -> list[ScanJob]:
+    """One scan job per id: its source file and, when the cache is on, where its resized copy goes."""
+    spec = cache_spec(cfg)
+    ext = cfg.data.image_ext
+    # The paths source_path and cached_file give, joined as text: pathlib costs more per file than hashing it.
+    folder = str(image_folder(cfg, split))
+    cache = None if spec is None else str(cache_dir(cfg.data_dir, split, spec))
+    return [ScanJob(os.path.join(folder, f"{i}{ext}"), None if cache is None else os.path.join(cache, f"{i}{ext}.{spec.fmt}"))
+            for i in ids]
+
+
+def _label_key(label: object, sep: str | None) -> str:
+    """A label as compared between duplicates: multi-label rows as their sorted set."""
+    return str(label) if sep is None else " ".join(sorted(set(split_labels(str(label), sep))))
+
+
+def find_problems(cfg: Config, table: pd.DataFrame) -> tuple[list[list[Finding]], dict]:
+    """Every finding per row of the training table, in row order, and what the scan measured."""
+    d, c = cfg.data, cfg.clean
+    ids = table[d.id_col].astype(str).tolist()
+    findings = [[f] if f else [] for f in label_findings(table, d.id_col, d.label_col, d.train_csv, c.classes, d.label_sep)]
+    rows = [r for r, found in enumerate(findings) if not found or found[0][0] not in ALWAYS_DROP]
+    start = time.perf_counter()
+    scans = scan_files(scan_jobs(cfg, [ids[r] for r in rows], "train"), c.workers, cache_spec(cfg), "clean: scan")
+    seconds = time.perf_counter() - start
+    for r, scan in zip(rows, scans):
+        if scan.reason is not None:
+            findings[r].append((scan.reason, scan.detail))
+    if scans and all(s.reason == "missing_file" for s in scans):
+        raise FileNotFoundError(f"none of the {len(scans)} files train.csv lists exists (the first is "
+                                f"{scans[0].detail.removesuffix(' not found')}): check data.train_dir and data.image_ext")
+    good = [(r, s) for r, s in zip(rows, scans) if s.reason is None]
+    names = [f"{i}{d.image_ext}" for i in ids]
+    _add_image_findings(cfg, good, names, findings)
+    dup_frame = _add_duplicate_findings(cfg, table, good, names, findings)
+    stats = {"scanned": len(rows), "seconds": seconds, "good": good, "duplicates": dup_frame}
+    return findings, stats
+
+
+def _add_image_findings(cfg: Config, good: list[tuple[int, FileScan]], names: list[str],
+                        findings: list[list[Finding]]) -> None:
+    c = cfg.clean
+    column = lambda name: np.array([getattr(s, name) for _, s in good])  # noqa: E731
+    per_image = image_findings(column("width"), column("height"), column("n_bytes"), column("blank"), c.min_side,
+                               c.max_aspect, c.small_bytes_ratio, c.small_pixels_ratio, c.blank_fraction)
+    for (r, _), found in zip(good, per_image):
+        findings[r].extend((reason, f"{names[r]}: {detail}") for reason, detail in found)
+
+
+def _add_duplicate_findings(cfg: Config, table: pd.DataFrame, good: list[tuple[int, FileScan]], names: list[str],
+                            findings: list[list[Finding]]) -> pd.DataFrame:
+    d, c = cfg.data, cfg.clean
+    all_ids, all_labels = table[d.id_col].astype(str).tolist(), table[d.label_col].tolist()
+    ids = [all_ids[r] for r, _ in good]
+    labels = [_label_key(all_labels[r], d.label_sep) for r, _ in good]
+    hashes = np.array([s.phash for _, s in good], dtype=np.uint64)
+    frame, dup_findings = find_duplicates(ids, labels, [s.digest for _, s in good], hashes, c.near_duplicates,
+                                          c.near_threshold, c.conflict_resolution)
+    for (r, _), found in zip(good, dup_findings):
+        findings[r].extend((reason, f"{names[r]}: {detail}") for reason, detail in found)
+    frame.insert(0, "row", [good[p][0] for p in frame["position"]])
+    return frame.drop(columns="position")
+
+
+def decide(findings: list[list[Finding]], policy: dict[str, str]) -> list[Finding | None]:
+    """Per row, the finding that drops it (the first whose action is drop), or None when it is kept."""
+    def drops(reason: str) -> bool:
+        return reason in ALWAYS_DROP or policy.get(reason) == "drop"
+    return [next((f for f in found if drops(f[0])), None) for found in findings]
+
+
+def unlisted_files(cfg: Config, ids: list[str]) -> list[str]:
+    """Files under the training folder that no CSV row names (test ids excluded when both share a folder)."""
+    d = cfg.data
+    folder = d.root / d.train_dir
+    listed = {os.path.normpath(f"{i}{d.image_ext}") for i in ids}
+    if os.path.normpath(d.train_dir) == os.path.normpath(d.test_dir) and (d.root / d.sample_submission).is_file():
+        listed |= {os.path.normpath(f"{i}{d.image_ext}") for i in read_sample_submission(cfg)[d.id_col]}
+    found = []
+    for parent, dirs, files in os.walk(folder):
+        dirs[:] = sorted(x for x in dirs if not x.startswith("."))
+        prefix = os.path.relpath(parent, folder)
+        for name in sorted(files):
+            rel = name if prefix == "." else os.path.join(prefix, name)
+            if not name.startswith(".") and rel not in listed:
+                found.append(rel)
+    return found
+
+
+def cache_test_images(cfg: Config) -> list[FileScan]:
+    """Write the resized copies of the test images (sample_submission's ids); the scans, for the report."""
+    d = cfg.data
+    if not (d.root / d.sample_submission).is_file():
+        get_logger().warning("clean: %s not found, so no test image is cached", d.root / d.sample_submission)
+        return []
+    ids = read_sample_submission(cfg)[d.id_col].astype(str).tolist()
+    return scan_files(scan_jobs(cfg, ids, "test"), cfg.clean.workers, cache_spec(cfg), "clean: cache test")
+
+
+def run_clean(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write clean.csv, dropped.csv, findings.csv, duplicates.csv and the report; return (kept, dropped)."""
+    d = cfg.data
+    table = read_train_table(cfg)
+    findings, stats = find_problems(cfg, table)
+    drop_by = decide(findings, cfg.clean.policy)
+    is_dropped = np.array([f is not None for f in drop_by], dtype=bool)
+    kept = table[~is_dropped]
+    dropped = table[is_dropped].copy()
+    dropped["reason"] = [f[0] for f in drop_by if f is not None]
+    dropped["detail"] = [f[1] for f in drop_by if f is not None]
+    # Nothing is lost silently: every input row is in exactly one output, in its original order.
+    assert kept.index.intersection(dropped.index).empty and kept.index.union(dropped.index).equals(table.index), \
+        "clean lost or repeated rows"
+    ids = table[d.id_col].astype(str).tolist()
+    unlisted = unlisted_files(cfg, ids)
+    test_scans = cache_test_images(cfg) if cache_spec(cfg) is not None else None
+    write_reports(cfg, table, kept.reset_index(drop=True), dropped.reset_index(drop=True), findings, drop_by,
+                  unlisted, stats, test_scans)
+    return kept.reset_index(drop=True), dropped.reset_index(drop=True)

@@ -1,0 +1,88 @@
+"""Where every file that one stage hands to another lives: the file contract between stages, in one place.
+
+    <output_dir>/<competition>/            clean and folds, shared by every experiment (cfg.data_dir)
+        clean.csv dropped.csv duplicates.csv    clean -> folds
+        folds.csv                               folds -> train, infer, blend
+        <experiment>/                           one model recipe (cfg.exp_dir)
+            fold<k>/best.pt last.pt oof.csv done.json   train (best.pt -> infer)
+            oof.csv cv.json                     train, every fold
+            oof_tta.csv test_pred.csv tta.json  infer -> blend
+        blend_<name>/                           blend's report
+    <blend.submission_dir>/<name>.csv         blend -> Kaggle
+
+No stage spells another stage's file name: each asks this module.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from medal.core.config import Config
+
+# clean -> folds
+def clean_csv(cfg: Config) -> Path:
+    return cfg.data_dir / "clean.csv"
+
+
+def dropped_csv(cfg: Config) -> Path:
+    return cfg.data_dir / "dropped.csv"
+
+
+def duplicates_csv(cfg: Config) -> Path:
+    return cfg.data_dir / "duplicates.csv"
+
+
+# folds -> train, infer, blend
+def folds_csv(cfg: Config) -> Path:
+    return cfg.data_dir / "folds.csv"
+
+
+# train -> infer (best.pt) and train -> train (last.pt, resume)
+def best_checkpoint(cfg: Config, fold: int) -> Path:
+    return cfg.fold_dir(fold) / "best.pt"
+
+
+def last_checkpoint(cfg: Config, fold: int) -> Path:
+    return cfg.fold_dir(fold) / "last.pt"
+
+
+def fold_oof(cfg: Config, fold: int) -> Path:
+    return cfg.fold_dir(fold) / "oof.csv"
+
+
+def fold_done(cfg: Config, fold: int) -> Path:
+    return cfg.fold_dir(fold) / "done.json"
+
+
+def oof_csv(cfg: Config, experiment: str | None = None) -> Path:
+    """Every fold's OOF predictions without TTA (train); `experiment` defaults to cfg.name."""
+    return _experiment_dir(cfg, experiment) / "oof.csv"
+
+
+def cv_json(cfg: Config) -> Path:
+    return cfg.exp_dir / "cv.json"
+
+
+# infer -> blend
+def oof_tta_csv(cfg: Config, experiment: str | None = None) -> Path:
+    return _experiment_dir(cfg, experiment) / "oof_tta.csv"
+
+
+def test_pred_csv(cfg: Config, experiment: str | None = None) -> Path:
+    return _experiment_dir(cfg, experiment) / "test_pred.csv"
+
+
+def tta_json(cfg: Config, experiment: str | None = None) -> Path:
+    return _experiment_dir(cfg, experiment) / "tta.json"
+
+
+# blend -> the competition
+def submission_csv(cfg: Config, name: str) -> Path:
+    return cfg.blend.submission_dir / f"{name}.csv"
+
+
+def blend_dir(cfg: Config, name: str) -> Path:
+    return cfg.data_dir / f"blend_{name}"
+
+
+def _experiment_dir(cfg: Config, experiment: str | None) -> Path:
+    return cfg.exp_dir if experiment is None else cfg.data_dir / experiment

@@ -1,0 +1,150 @@
+"""infer_tta: measure each TTA view on OOF, keep the ones that help, predict the test set with every fold model.
+
+Two passes. The OOF pass scores every fold model on its own validation fold under
+every candidate view (logits kept per view), and the views are chosen on those
+OOF scores. The test pass then runs only the chosen views over every fold model
+and averages the folds into one preallocated array.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from medal.core import layout
+from medal.core.config import Config, config_snapshot
+from medal.core.io import write_csv, write_json, write_text
+from medal.core.log import get_logger
+from medal.core.metrics import higher_is_better, score
+from medal.core.predictions import prediction_frame, rank_scale
+from medal.core.tables import class_names, fold_count, label_codes, read_folds, read_sample_submission
+from medal.images.paths import image_path
+from medal.infer.reduce import reduce_views, select_greedy
+from medal.infer.sources import SourcesDataset, source_transforms
+from medal.modeling.checkpoint import load_best
+from medal.modeling.models import build_model, normalisation
+from medal.modeling.predict import predict_views
+from medal.modeling.runtime import make_loader, pick_device
+from medal.modeling.views import expand_views, get_view
+
+
+def load_fold_model(cfg: Config, fold: int, classes: list[str], device: torch.device) -> torch.nn.Module:
+    """The fold's best checkpoint (medal.modeling.checkpoint) as an eval-mode model."""
+    state = load_best(layout.best_checkpoint(cfg, fold), device, classes)
+    # The checkpoint holds every weight, so no pretrained file is read here.
+    model = build_model(cfg.model.model_copy(update={"pretrained_file": None}), len(classes))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+@dataclass
+class Inputs:
+    """What both passes read: the folds table, class order, targets, and the test ids and paths."""
+    table: pd.DataFrame
+    classes: list[str]
+    targets: np.ndarray
+    n_folds: int
+    test_ids: list[str]
+    test_paths: list[Path]
+
+
+def read_inputs(cfg: Config) -> Inputs:
+    table = read_folds(cfg)
+    classes = class_names(table[cfg.data.label_col])
+    test_ids = read_sample_submission(cfg)[cfg.data.id_col].tolist()
+    test_paths = [image_path(cfg, i, "test") for i in test_ids]
+    missing = [p for p in test_paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} test image(s) listed in {cfg.data.sample_submission} do not exist, e.g. {missing[0]}")
+    return Inputs(table, classes, label_codes(table[cfg.data.label_col], classes), fold_count(table), test_ids, test_paths)
+
+
+def run_infer(cfg: Config) -> dict:
+    """Write oof_tta.csv, test_pred.csv and tta.json for the experiment; return the TTA report."""
+    log = get_logger()
+    data = read_inputs(cfg)
+    device = pick_device(cfg.runtime.device)
+    candidates = expand_views(cfg.infer.tta)
+    oof_views, seconds = oof_pass(cfg, data, candidates, device)
+    report = choose_views(cfg, oof_views, data.targets, seconds)
+    chosen = report["chosen"]
+    oof = prediction_frame(cfg.data.id_col, data.table[cfg.data.id_col], data.classes, _reduce(cfg, [oof_views[v] for v in chosen]),
+                           fold=data.table["fold"].to_numpy(), target=data.targets)
+    test = prediction_frame(cfg.data.id_col, data.test_ids, data.classes, test_pass(cfg, data, chosen, device))
+    write_csv(layout.oof_tta_csv(cfg), oof)
+    write_csv(layout.test_pred_csv(cfg), test)
+    write_json(layout.tta_json(cfg), report)
+    write_text(cfg.exp_dir / "infer_config.yaml", config_snapshot(cfg))
+    log.info("%s: test predictions for %d images (%s of %d folds, TTA %s) -> %s", cfg.name, len(data.test_ids),
+             cfg.infer.fold_average, data.n_folds, "+".join(chosen), layout.test_pred_csv(cfg))
+    return report
+
+
+def oof_pass(cfg: Config, data: Inputs, views: list[str], device: torch.device) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Each view's OOF logits (N x C, folds.csv order): every fold model on its own validation rows."""
+    oof = {name: np.zeros((len(data.table), len(data.classes)), dtype=np.float32) for name in views}
+    seconds: dict[str, float] = {}
+    for fold in range(data.n_folds):
+        model = load_fold_model(cfg, fold, data.classes, device)
+        is_valid = (data.table["fold"] == fold).to_numpy()
+        paths = [image_path(cfg, i, "train") for i in data.table.loc[is_valid, cfg.data.id_col]]
+        for name, logits in _predict(cfg, model, paths, views, device, f"oof fold {fold}", seconds).items():
+            oof[name][is_valid] = logits
+    return oof, seconds
+
+
+def test_pass(cfg: Config, data: Inputs, views: list[str], device: torch.device) -> np.ndarray:
+    """The chosen views over every fold model, reduced per fold, then averaged over folds (mean of
+    probabilities, or mean per-class rank scaled to [0, 1]) into one preallocated array."""
+    total = np.zeros((len(data.test_ids), len(data.classes)), dtype=np.float64)
+    for fold in range(data.n_folds):
+        model = load_fold_model(cfg, fold, data.classes, device)
+        logits = _predict(cfg, model, data.test_paths, views, device, f"test fold {fold}")
+        probs = _reduce(cfg, [logits[v] for v in views])
+        if cfg.infer.fold_average == "rank":
+            probs = rank_scale(probs, axis=0)
+        total += probs / data.n_folds
+    return total.astype(np.float32)
+
+
+def _reduce(cfg: Config, logits: list[np.ndarray]) -> np.ndarray:
+    return reduce_views(logits, cfg.infer.tta_reduce, cfg.infer.tta_space).astype(np.float32)
+
+
+def _predict(cfg: Config, model: torch.nn.Module, paths: list[Path], views: list[str], device: torch.device,
+             desc: str, timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    """Every view's logits for `paths`, streamed in batches; each image decoded once for all views."""
+    sources = list(dict.fromkeys(get_view(v).source for v in views))
+    preset = cfg.infer.tta_augment or cfg.train.augment
+    transforms = source_transforms(sources, cfg.train.image_size, normalisation(model), preset)
+    loader = make_loader(SourcesDataset(paths, transforms, cfg.seed), cfg.infer.batch_size, cfg.runtime.num_workers, device)
+    return predict_views(model, loader, device, cfg.runtime.amp, {v: get_view(v) for v in views}, desc,
+                         output="logits", timings=timings)[0]
+
+
+def choose_views(cfg: Config, oof_views: dict[str, np.ndarray], targets: np.ndarray, seconds: dict[str, float]) -> dict:
+    """Score each view alone on OOF, pick the set (greedy or fixed), and log each view's score and cost
+    and the gain of the combination over identity."""
+    log = get_logger()
+    evaluate = lambda probs: score(cfg.metric, targets, probs)  # noqa: E731
+    combine = lambda arrays: _reduce(cfg, arrays)  # noqa: E731
+    per_view = {name: evaluate(combine([logits])) for name, logits in oof_views.items()}
+    if cfg.infer.tta_select == "fixed":
+        chosen = list(oof_views)
+    else:
+        chosen = select_greedy(oof_views, evaluate, higher_is_better(cfg.metric), combine)
+    combined = evaluate(combine([oof_views[v] for v in chosen]))
+    baseline = per_view.get("identity", per_view[chosen[0]])
+    for name, value in per_view.items():
+        log.info("%s TTA view %-13s OOF %s %.4f  (%.1f s of model time)", cfg.name, name, cfg.metric, value,
+                 seconds.get(name, 0.0))
+    if chosen == ["identity"] and len(oof_views) > 1:
+        log.info("%s: no TTA view raised the OOF %s; using identity alone", cfg.name, cfg.metric)
+    log.info("%s: TTA %s (%s over %s) -> OOF %s %.4f (gain %+.4f over identity)", cfg.name, "+".join(chosen),
+             cfg.infer.tta_reduce, cfg.infer.tta_space, cfg.metric, combined, combined - baseline)
+    return {"metric": cfg.metric, "per_view": per_view, "chosen": chosen, "selection": cfg.infer.tta_select,
+            "reduce": cfg.infer.tta_reduce, "space": cfg.infer.tta_space, "fold_average": cfg.infer.fold_average,
+            "oof_identity": baseline, "oof_tta": combined, "gain": combined - baseline, "seconds": seconds}

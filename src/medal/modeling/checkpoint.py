@@ -1,0 +1,115 @@
+"""The one owner of the checkpoint files: best.pt (the fold's model, read by inference) and last.pt (everything a
+resume needs), their fields, how they are written and read, and the error for a damaged file.
+
+Everything saved loads under `torch.load(weights_only=True)`: tensors, numbers,
+strings, lists and dicts only. Writes are atomic (medal.core.io.atomic_path).
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medal.core.config import Config
+from medal.core.io import atomic_path
+
+
+def save_best(path: Path, model: torch.nn.Module, *, classes: list[str], epoch: int, score: float, backbone: str,
+              weights: str, image_size: int, run_id: str) -> None:
+    """best.pt: the state_dict of the weights the fold chose ('raw' or 'ema', named by `weights`), the class order
+    its outputs follow, and where it came from."""
+    _save(path, {"model": model.state_dict(), "classes": classes, "epoch": epoch, "score": score, "backbone": backbone,
+                 "weights": weights, "image_size": image_size, "run_id": run_id})
+
+
+def load_best(path: Path, device: torch.device | str, classes: list[str] | None = None) -> dict:
+    """best.pt's fields; with `classes`, refuses a checkpoint trained on another class order."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run `medal train -c CONFIG --fold {_fold(path)}` first")
+    state = _load(path, device)
+    if classes is not None and list(state["classes"]) != classes:
+        raise ValueError(f"{path} was trained on classes {state['classes']}, but folds.csv has {classes}")
+    return state
+
+
+def save_last(path: Path, state: dict) -> None:
+    """last.pt: the resume state (model, EMA, optimizer, schedule, scaler, RNG, sampler, history, recipe, ...)."""
+    _save(path, state)
+
+
+def load_last(path: Path, device: torch.device | str) -> dict:
+    return _load(path, device)
+
+
+def _save(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load(path: Path, device: torch.device | str) -> dict:
+    """torch.load(weights_only=True), naming the file and what to do when it cannot be read."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # a truncated zip, a pickle of unsafe types, ...
+        raise ValueError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); {_retrain(path)}") from None
+
+
+def _retrain(path: Path) -> str:
+    # A fold counts as done while its done.json exists, so deleting the damaged file alone would not retrain it.
+    return f"delete {path.parent} and run `medal train -c CONFIG --fold {_fold(path)}` to train that fold again"
+
+
+def _fold(path: Path) -> str:
+    return path.parent.name.removeprefix("fold")
+
+
+def rng_state() -> dict:
+    """torch (CPU and every CUDA device), numpy and python `random` states."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64), "gauss": py_gauss},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["internal"].tolist()), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def recipe(cfg: Config) -> dict:
+    """The config values a resumed run must share with the run that wrote last.pt: every key that shapes the
+    weights. The `runtime` section (device, workers, precision, speed switches) and the reporting sections may
+    change between a run and its resume; nothing else may."""
+    return {"model": cfg.model.model_dump(mode="json"), "seed": cfg.seed, "metric": cfg.metric,
+            "train": cfg.train.model_dump(mode="json")}
+
+
+def difference(old: dict | None, new: dict) -> str:
+    """The keys whose values differ between two recipes, as `key: old -> new`."""
+    before, after = _flatten(old or {}), _flatten(new)
+    return ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}"
+                     for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k))
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

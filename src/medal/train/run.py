@@ -1,0 +1,100 @@
+"""train_fold: one timm model per fold, best checkpoint by the CV metric, OOF predictions by id.
+
+The loop itself lives in medal.train.trainer (FoldTrainer); this module splits the
+folds, skips finished ones, and turns a trained fold into its OOF file, its
+hardest-example gallery, its learning curves and its diagnosis.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from medal.core import layout
+from medal.core.config import Config, config_snapshot
+from medal.core.io import read_csv, remove_stale_temporaries, write_csv, write_json, write_text
+from medal.core.log import get_logger
+from medal.core.metrics import score
+from medal.core.predictions import prediction_frame
+from medal.core.tables import class_names, fold_count, read_folds
+from medal.images.gallery import save_hardest_oof
+from medal.modeling.models import build_model
+from medal.modeling.runtime import compute_threads, pick_device, seed_everything
+from medal.train.diagnosis import diagnose, plot_curves
+from medal.train.fold import FoldData, split_fold
+from medal.train.trainer import FoldTrainer
+
+__all__ = ["FoldData", "FoldTrainer", "run_train", "split_fold", "train_fold", "write_full_oof"]
+
+
+def run_train(cfg: Config, fold: int | None = None) -> dict[int, float]:
+    """Train the given fold, or every fold; returns each trained fold's best CV score."""
+    log = get_logger()
+    table = read_folds(cfg)
+    classes = class_names(table[cfg.data.label_col])
+    n_folds = fold_count(table)
+    if fold is not None and not 0 <= fold < n_folds:
+        raise ValueError(f"--fold {fold} is out of range: folds.csv has folds 0..{n_folds - 1}")
+    write_text(cfg.exp_dir / "config.yaml", config_snapshot(cfg))
+    scores = {k: train_fold(cfg, table, classes, k) for k in ([fold] if fold is not None else range(n_folds))}
+    if all(layout.fold_oof(cfg, k).is_file() for k in range(n_folds)):
+        write_full_oof(cfg, classes, n_folds)
+    for k, value in scores.items():
+        log.info("%s fold %d: best %s %.4f", cfg.name, k, cfg.metric, value)
+    return scores
+
+
+def write_full_oof(cfg: Config, classes: list[str], n_folds: int) -> float:
+    """Concatenate the folds' OOF files into <exp>/oof.csv and log the overall CV."""
+    parts = [read_csv(layout.fold_oof(cfg, k), "fold OOF", [cfg.data.id_col], [cfg.data.id_col]) for k in range(n_folds)]
+    oof = pd.concat(parts, ignore_index=True)
+    write_csv(layout.oof_csv(cfg), oof)
+    cv = score(cfg.metric, oof["target"].to_numpy(), oof[classes].to_numpy())
+    write_json(layout.cv_json(cfg), {"metric": cfg.metric, "cv": cv, "n_folds": n_folds, "rows": len(oof)})
+    get_logger().info("%s: OOF %s over %d folds = %.4f", cfg.name, cfg.metric, n_folds, cv)
+    return cv
+
+
+def train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int) -> float:
+    """Train one fold (resuming from last.pt when present); write best.pt, metrics.csv, oof.csv and done.json."""
+    out = cfg.fold_dir(fold)
+    done = layout.fold_done(cfg, fold)
+    if done.is_file() and layout.fold_oof(cfg, fold).is_file():
+        get_logger().info("%s fold %d is complete; skipping (delete %s to retrain)", cfg.name, fold, out)
+        return float(pd.read_json(done, typ="series")["best_score"])
+    stale = remove_stale_temporaries(out)
+    if stale:
+        get_logger().info("%s fold %d: removed %d unfinished temporary file(s) of an interrupted run", cfg.name, fold, len(stale))
+    seed_everything(cfg.seed + fold)
+    data = split_fold(cfg, table, classes, fold)
+    device = pick_device(cfg.runtime.device)
+    with compute_threads(device, cfg.runtime.cpu_threads):
+        trainer = FoldTrainer(cfg, build_model(cfg.model, len(classes)).to(device), device, data, classes, fold)
+        best_score, best_epoch = trainer.fit()
+        valid_probs = trainer.predict_valid()
+    oof = prediction_frame(cfg.data.id_col, data.valid_ids, classes, valid_probs,
+                           fold=np.full(len(data.valid_ids), fold), target=data.valid_targets)
+    write_csv(layout.fold_oof(cfg, fold), oof)
+    report = _report_fold(cfg, trainer, data, classes, valid_probs, fold)
+    write_json(done, {"best_score": best_score, "best_epoch": best_epoch, "metric": cfg.metric, **report})
+    return best_score
+
+
+def _report_fold(cfg: Config, trainer: FoldTrainer, data: FoldData, classes: list[str],
+                 valid_probs: np.ndarray, fold: int) -> dict:
+    """The hardest-OOF gallery, the learning curves and the diagnosis of the last epoch; logs the diagnosis."""
+    out, last = cfg.fold_dir(fold), trainer.history[-1]
+    hardest: list[str] = []
+    if cfg.report.gallery_size:
+        hardest = save_hardest_oof(data.valid_paths, data.valid_ids, data.valid_targets, valid_probs, classes,
+                                   cfg.report.gallery_size, out / "hardest_oof.png",
+                                   f"{cfg.name} fold {fold}: hardest OOF images (highest loss first)")
+    plot_curves(trainer.history, cfg.metric, out / "curves.png", f"{cfg.name} fold {fold}")
+    diagnosis = diagnose(last["train_ce"], last["valid_loss"], cfg.report.overfit_ratio)
+    if cfg.train.mixup.enabled:
+        diagnosis["note"] = "the train loss is measured on mixed (mixup/cutmix) batches, which raises it"
+    get_logger().info("%s fold %d diagnosis: %s (train CE %.4f vs validation CE %.4f at epoch %d): %s", cfg.name, fold,
+                      diagnosis["verdict"], diagnosis["train_loss"], diagnosis["valid_loss"], last["epoch"] + 1,
+                      diagnosis["advice"])
+    return {"weights": trainer.best_weights, "epochs_trained": len(trainer.history),
+            "stopped_early": len(trainer.history) < cfg.train.total_epochs, "diagnosis": diagnosis,
+            "run_id": trainer.run_id, "hardest_oof": hardest}
