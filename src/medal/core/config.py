@@ -359,7 +359,7 @@ REGISTRY_KEYS = {("metric",), ("folds", "strategy"), ("train", "augment"), ("inf
 
 # Keys that moved to another section, so an old config gets told where they live now.
 MOVED = {**{f"train.{k}": f"runtime.{k}" for k in RuntimeConfig.model_fields},
-         **{f"train.{k}": f"report.{k}" for k in ReportConfig.model_fields}, "lr_find": "lr_find"}
+         **{f"train.{k}": f"report.{k}" for k in ReportConfig.model_fields}, "train.lr_find": "lr_find"}
 
 
 def _describe(err: ValidationError, path: Path) -> str:
