@@ -1,4 +1,4 @@
-"""medal.decode: format sniffing, truncation and CRC checks, and decoding every odd image kind to RGB."""
+"""medal.images.decode: format sniffing, truncation and CRC checks, and decoding every odd image kind to RGB."""
 from __future__ import annotations
 
 import io

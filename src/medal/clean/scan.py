@@ -2,7 +2,7 @@
 
 Workers get chunks of paths and send back one `FileScan` per file (a few
 numbers and strings, never pixels), so memory stays flat however large the
-dataset. The decode is `medal.decode.decode_rgb`, the very function training
+dataset. The decode is `medal.images.decode.decode_rgb`, the very function training
 and inference use, so a file that passes here loads there.
 """
 from __future__ import annotations

@@ -10,7 +10,7 @@ _HOMES = {
     "METRICS": "metrics", "score": "metrics", "higher_is_better": "metrics", "is_better": "metrics",
     "prediction_frame": "predictions", "read_predictions": "predictions", "rank_scale": "predictions",
     "check_submission": "submission", "make_submission": "submission", "score_submission": "submission",
-    "class_names": "tables", "fold_count": "tables", "label_codes": "tables", "read_folds": "tables",
+    "class_index": "tables", "class_names": "tables", "fold_count": "tables", "label_codes": "tables", "read_folds": "tables",
     "read_sample_submission": "tables", "read_train_table": "tables", "split_labels": "tables",
     "connected_groups": "graph", "correlation_heatmap": "plots", "Document": "report",
 }

@@ -8,6 +8,7 @@ import pandas as pd
 
 from medal.core.io import read_csv
 from medal.core.metrics import score
+from medal.core.tables import class_index
 
 
 class SubmissionError(ValueError):
@@ -92,7 +93,7 @@ def score_submission(path: Path, solution_path: Path, id_col: str, label_col: st
         raise SubmissionError(f"submission {path} has neither a {label_col!r} column nor the class columns "
                               f"{sorted(set(classes) - set(sub.columns))}")
     merged = truth.merge(sub, on=id_col, how="left", suffixes=("_true", ""), validate="one_to_one")
-    index = {c: i for i, c in enumerate(classes)}
+    index = class_index(classes)
     targets = merged[f"{label_col}_true" if label_col in sub.columns else label_col].map(index)
     if targets.isna().any():
         raise SubmissionError(f"solution {solution_path} has labels outside {classes}")

@@ -42,9 +42,14 @@ def class_names(labels: pd.Series) -> list[str]:
     return sorted(labels.astype(str).unique())
 
 
+def class_index(classes: list[str]) -> dict[str, int]:
+    """{class name: its probability column}."""
+    return {name: i for i, name in enumerate(classes)}
+
+
 def label_codes(labels: pd.Series, classes: list[str]) -> np.ndarray:
     """Each label's index in `classes` (int64); a label outside them is refused, naming it."""
-    codes = labels.astype(str).map({name: i for i, name in enumerate(classes)})
+    codes = labels.astype(str).map(class_index(classes))
     if codes.isna().any():
         raise ValueError(f"label(s) {sorted(labels[codes.isna()].astype(str).unique())[:5]} are not among the "
                          f"classes {classes}")

@@ -4,7 +4,7 @@ Kaggle photos are often 2-12 MP while models train at 224-512 px; decoding the
 full JPEG every epoch then bounds training. `clean` writes each image once,
 already decoded by `decode_rgb` (EXIF orientation, alpha and 16-bit handled)
 and shrunk with area interpolation; training and inference find the copy
-through `medal.files.image_path` (re-exported by `medal.data`). A copy older than its source is rewritten.
+through `medal.images.paths.image_path`. A copy older than its source is rewritten.
 """
 from __future__ import annotations
 
