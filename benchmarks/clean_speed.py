@@ -35,8 +35,8 @@ import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from medal.clean.run import run_clean  # noqa: E402
-from medal.core.config import load_config  # noqa: E402
 from medal.clean.scan import default_workers  # noqa: E402
+from medal.core.config import load_config  # noqa: E402
 
 
 def max_rss_mib(who: int = resource.RUSAGE_SELF) -> float:

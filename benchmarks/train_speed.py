@@ -22,12 +22,12 @@ from pathlib import Path
 import torch  # noqa: E402  (after flowers_setup: it sets the import path)
 from flowers_setup import flowers_config, max_rss_mib
 
-from medal.core.tables import class_names, read_folds# noqa: E402
+from medal.core.tables import class_names, read_folds  # noqa: E402
 from medal.modeling.models import build_model  # noqa: E402
-from medal.train.optim import build_optimizer  # noqa: E402
 from medal.modeling.runtime import compute_threads, seed_everything  # noqa: E402
-from medal.train.fold import split_fold# noqa: E402
-from medal.train.trainer import FoldTrainer# noqa: E402
+from medal.train.fold import split_fold  # noqa: E402
+from medal.train.optim import build_optimizer  # noqa: E402
+from medal.train.trainer import FoldTrainer  # noqa: E402
 
 
 class BareStep:

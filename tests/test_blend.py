@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 from conftest import EXPERIMENTS, N_FOLDS
 
-from medal.blend.members import correlation_matrix, Member
+from medal.blend.members import Member, correlation_matrix
 from medal.blend.run import run_blend
 from medal.core.config import Config
-from medal.core.tables import read_folds, read_sample_submission
 from medal.core.io import read_csv
 from medal.core.metrics import score
 from medal.core.submission import check_submission
+from medal.core.tables import read_folds, read_sample_submission
 
 
 def preds(path, classes) -> pd.DataFrame:

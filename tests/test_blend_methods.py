@@ -16,8 +16,8 @@ from medal.blend.methods import (
 )
 from medal.blend.search import AdditionScorer, class_slabs, hill_climb
 from medal.core.config import BlendConfig
-from medal.core.predictions import rank_scale
 from medal.core.metrics import confusion_score, confusions, score, score_many
+from medal.core.predictions import rank_scale
 
 N, C = 600, 3
 TARGETS = np.random.default_rng(0).integers(0, C, N)

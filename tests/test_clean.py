@@ -10,8 +10,8 @@ from conftest import jpeg, noise, png, write_yaml
 
 from medal.clean.run import REASONS, run_clean
 from medal.core.config import Config, load_config
-from medal.demo import PLANTED
 from medal.core.io import read_csv
+from medal.demo import PLANTED
 
 
 def competition(tmp_path: Path, rows: list[tuple[str, str]], files: dict[str, bytes], *overrides: str) -> Config:

@@ -12,10 +12,10 @@ from conftest import noise, png, write_yaml
 
 from medal.clean.run import run_clean
 from medal.core.config import load_config
-from medal.images.dataset import load_rgb
-from medal.images.paths import image_path, source_path
-from medal.images.decode import decode_rgb
 from medal.images.cache import resize_longest
+from medal.images.dataset import load_rgb
+from medal.images.decode import decode_rgb
+from medal.images.paths import image_path, source_path
 
 
 def smooth(seed: int) -> np.ndarray:

@@ -15,8 +15,8 @@ from conftest import encode, noise, png
 from PIL import Image
 from test_clean import competition, reason_of
 
-from medal.clean.run import run_clean
 from medal.clean.checks import REASONS
+from medal.clean.run import run_clean
 from medal.core.config import CleanConfig, ConfigError
 
 

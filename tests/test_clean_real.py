@@ -18,9 +18,9 @@ from PIL import Image
 
 from medal.clean.run import run_clean
 from medal.core.config import load_config
+from medal.folds.run import run_folds
 from medal.images.dataset import load_rgb
 from medal.images.paths import image_path, source_path
-from medal.folds.run import run_folds
 
 DATA = Path("/work/shared/data")
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="the shared real datasets are not on this machine")

@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import noise, png, write_yaml
 
-from medal.images.augment import PRESETS, eval_transform, train_transform
 from medal.core.config import ConfigError, load_config
 from medal.core.tables import class_names
+from medal.images.augment import PRESETS, eval_transform, train_transform
 from medal.images.dataset import ImageDataset, load_rgb
 from medal.images.paths import image_path
 

@@ -10,9 +10,9 @@ import pytest
 from conftest import encode
 from PIL import Image
 
-from medal.images.decode import decode_rgb
 from medal.clean.duplicates import find_duplicates, group_rows, near_pairs, popcount64
 from medal.clean.scan import blank_fraction, perceptual_hash
+from medal.images.decode import decode_rgb
 
 FLOWERS = Path("/work/shared/data/flowers/train")
 

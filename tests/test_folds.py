@@ -11,8 +11,8 @@ import pytest
 from conftest import write_yaml
 
 from medal.core.config import Config, load_config
-from medal.folds.run import run_folds
 from medal.core.log import get_logger
+from medal.folds.run import run_folds
 
 # Uneven classes, so that stratification has something to do.
 CLASS_SIZES = {"cat": 11, "dog": 7, "eel": 5, "fox": 3}

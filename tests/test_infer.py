@@ -9,14 +9,14 @@ import pytest
 import torch
 from conftest import EXPERIMENTS, N_FOLDS, TTA
 
-from medal.images.augment import eval_transform
 from medal.core.config import Config, ConfigError
+from medal.core.io import read_csv
+from medal.core.metrics import score
 from medal.core.tables import read_folds, read_sample_submission
+from medal.images.augment import eval_transform
 from medal.images.dataset import ImageDataset
 from medal.images.paths import image_path
 from medal.infer.run import load_fold_model, run_infer
-from medal.core.io import read_csv
-from medal.core.metrics import score
 from medal.modeling.models import normalisation
 from medal.modeling.predict import predict_probs
 from medal.modeling.runtime import make_loader
@@ -248,8 +248,8 @@ def test_geometric_mean_over_logits_is_refused_naming_the_keys(pipeline):
 def test_infer_says_so_and_keeps_identity_when_no_view_helps(pipeline, classes, monkeypatch, caplog):
     import logging
 
-    from medal.infer.run import choose_views
     from medal.core.log import get_logger
+    from medal.infer.run import choose_views
 
     monkeypatch.setattr(get_logger(), "propagate", True)
     targets = np.array([0, 1, 2, 3])

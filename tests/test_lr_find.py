@@ -13,8 +13,8 @@ from train_toy import make_toy, one_compute_thread  # noqa: F401 (autouse fixtur
 
 from medal.cli import main
 from medal.core.config import LrFindConfig, ModelConfig, TrainConfig
-from medal.train.lr_find import lr_range_test, suggest, valley_index
 from medal.modeling.models import build_model
+from medal.train.lr_find import lr_range_test, suggest, valley_index
 from medal.train.optim import build_optimizer
 
 

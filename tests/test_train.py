@@ -17,9 +17,9 @@ from conftest import EPOCHS, EXPERIMENTS, N_FOLDS, Pipeline
 from train_toy import make_toy, own_outputs, toy_cfg
 
 from medal.core.config import Config
-from medal.core.tables import read_folds
 from medal.core.io import read_csv
 from medal.core.metrics import score
+from medal.core.tables import read_folds
 from medal.modeling.models import build_model
 from medal.modeling.runtime import compute_threads
 from medal.train.run import run_train

@@ -11,8 +11,8 @@ import torch
 from train_toy import make_toy, make_trainer, one_compute_thread, own_outputs, toy_cfg  # noqa: F401 (autouse fixture)
 
 from medal.core.config import ConfigError
-from medal.train.diagnosis import diagnose
 from medal.modeling.predict import predict_probs
+from medal.train.diagnosis import diagnose
 from medal.train.run import run_train
 from medal.train.trainer import FoldTrainer
 

@@ -24,9 +24,9 @@ import torch
 from train_toy import make_toy
 
 from medal.core.config import load_config
-from medal.train.diagnosis import diagnose
-from medal.images.gallery import hardest
 from medal.core.log import get_logger
+from medal.images.gallery import hardest
+from medal.train.diagnosis import diagnose
 from medal.train.run import run_train
 
 SRC = Path(__file__).resolve().parents[1] / "src"

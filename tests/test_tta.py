@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import noise, png
 
-from medal.images.dataset import load_rgb
 from medal.core.metrics import score
+from medal.images.dataset import load_rgb
 from medal.infer.reduce import reduce_views, select_greedy
-from medal.infer.sources import source_transforms, SourcesDataset
-from medal.modeling.views import expand_views, get_view, VIEWS
+from medal.infer.sources import SourcesDataset, source_transforms
+from medal.modeling.views import VIEWS, expand_views, get_view
 
 STATS = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 

@@ -146,8 +146,8 @@ def _blend(cfg: Config, ns, names) -> int:
 
 
 def _check(cfg: Config, ns, names) -> int:
-    from medal.core.tables import class_names, read_folds
     from medal.core.submission import check_submission
+    from medal.core.tables import class_names, read_folds
     d = cfg.data
     check_submission(ns.file, d.root / d.sample_submission, d.id_col, d.label_col, class_names(read_folds(cfg)[d.label_col]))
     get_logger().info("%s passes the submission check", ns.file)
@@ -155,8 +155,8 @@ def _check(cfg: Config, ns, names) -> int:
 
 
 def _score(cfg: Config, ns, names) -> int:
-    from medal.core.tables import class_names, read_folds
     from medal.core.submission import score_submission
+    from medal.core.tables import class_names, read_folds
     d = cfg.data
     value = score_submission(ns.file, ns.solution, d.id_col, d.label_col, class_names(read_folds(cfg)[d.label_col]), cfg.metric)
     print(f"{ns.file}: {cfg.metric} {value:.4f} on {ns.solution}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from medal.blend.members import correlation_matrix, load_member
 from medal.blend.methods import (
     METHODS,
     Evaluation,
@@ -12,7 +13,6 @@ from medal.blend.methods import (
     evaluate_method,
     pick_best,
 )
-from medal.blend.members import correlation_matrix, load_member
 from medal.blend.report import models_table, write_report
 from medal.core import layout
 from medal.core.config import Config

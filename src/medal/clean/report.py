@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 
 from medal.clean.checks import REASONS, Finding
+from medal.clean.scan import FileScan
 from medal.core import layout
 from medal.core.config import Config, config_snapshot
 from medal.core.io import write_csv, write_json, write_text
 from medal.core.log import get_logger
 from medal.core.report import Document
-from medal.clean.scan import FileScan
 
 _LOG_LINES = 20  # dropped rows logged one by one; the rest are in dropped.csv
 

@@ -16,16 +16,15 @@ import time
 import numpy as np
 import pandas as pd
 
-from medal.clean.checks import ALWAYS_DROP, Finding, image_findings, label_findings, REASONS
-from medal.core.tables import split_labels
-from medal.clean.report import write_reports
-from medal.core.config import Config
+from medal.clean.checks import ALWAYS_DROP, REASONS, Finding, image_findings, label_findings
 from medal.clean.duplicates import find_duplicates
-from medal.core.tables import read_sample_submission, read_train_table
-from medal.images.paths import cache_spec, image_folder
-from medal.images.cache import cache_dir
-from medal.core.log import get_logger
+from medal.clean.report import write_reports
 from medal.clean.scan import FileScan, ScanJob, scan_files
+from medal.core.config import Config
+from medal.core.log import get_logger
+from medal.core.tables import read_sample_submission, read_train_table, split_labels
+from medal.images.cache import cache_dir
+from medal.images.paths import cache_spec, image_folder
 
 __all__ = ["REASONS", "run_clean"]
 

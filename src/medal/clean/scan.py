@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from medal.core.log import progress
+from medal.images.cache import CacheSpec, write_cached
 from medal.images.decode import (
     decode_rgb,
     exif_orientation,
@@ -29,8 +31,6 @@ from medal.images.decode import (
     png_problem,
     sniff_format,
 )
-from medal.images.cache import CacheSpec, write_cached
-from medal.core.log import progress
 
 
 class FileScan(NamedTuple):

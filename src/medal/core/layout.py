@@ -18,6 +18,7 @@ from pathlib import Path
 
 from medal.core.config import Config
 
+
 # clean -> folds
 def clean_csv(cfg: Config) -> Path:
     return cfg.data_dir / "clean.csv"

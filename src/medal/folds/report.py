@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from medal.core.tables import split_labels
 from medal.core.config import Config
 from medal.core.report import Document
+from medal.core.tables import split_labels
 
 
 def _class_counts(table: pd.DataFrame, cfg: Config, column: str) -> pd.DataFrame:

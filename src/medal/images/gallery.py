@@ -7,9 +7,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from medal.core.io import write_bytes
 from medal.images.augment import Stats
 from medal.images.dataset import load_rgb
-from medal.core.io import write_bytes
 
 LINE = 13  # caption line height in pixels
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import timm
 import torch
 
-from medal.images.augment import Stats
 from medal.core.config import ModelConfig
+from medal.images.augment import Stats
 
 
 def build_model(cfg: ModelConfig, num_classes: int) -> torch.nn.Module:

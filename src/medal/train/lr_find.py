@@ -19,23 +19,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medal.images.augment import train_transform
 from medal.core.config import Config, LrFindConfig
-from medal.core.tables import class_names, fold_count, read_folds
-from medal.images.dataset import ImageDataset
 from medal.core.io import atomic_path, write_csv, write_json
 from medal.core.log import get_logger, progress
-from medal.train.losses import Criterion
+from medal.core.tables import class_names, fold_count, read_folds
+from medal.images.augment import train_transform
+from medal.images.dataset import ImageDataset
 from medal.modeling.models import build_model, normalisation, set_train_mode
-from medal.train.optim import build_optimizer
 from medal.modeling.runtime import (
     autocast,
     compute_threads,
-    make_loader,
     pick_device,
     seed_everything,
 )
 from medal.train.fold import split_fold
+from medal.train.losses import Criterion
+from medal.train.optim import build_optimizer
 from medal.train.sampler import seeded_train_loader
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

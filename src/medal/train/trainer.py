@@ -18,7 +18,14 @@ import pandas as pd
 import torch
 from timm.utils import ModelEmaV3
 
+from medal.core import layout
+from medal.core.config import Config, StageConfig
+from medal.core.io import write_csv
+from medal.core.log import get_logger, progress
+from medal.core.metrics import is_better, score
 from medal.images.augment import eval_transform, train_transform
+from medal.images.dataset import ImageDataset
+from medal.images.gallery import save_augment_grid
 from medal.modeling.checkpoint import (
     difference,
     load_best,
@@ -29,19 +36,12 @@ from medal.modeling.checkpoint import (
     save_best,
     save_last,
 )
-from medal.core import layout
-from medal.core.config import Config, StageConfig
-from medal.images.dataset import ImageDataset
-from medal.images.gallery import save_augment_grid
-from medal.core.io import write_csv
-from medal.core.log import get_logger, progress
-from medal.train.fold import FoldData
-from medal.train.losses import Criterion
-from medal.core.metrics import is_better, score
 from medal.modeling.models import normalisation, set_train_mode
-from medal.train.optim import batch_lr_factor, build_optimizer, group_lrs, l1_penalty
 from medal.modeling.predict import predict_probs
 from medal.modeling.runtime import autocast, grad_scaler, make_loader, speed_up
+from medal.train.fold import FoldData
+from medal.train.losses import Criterion
+from medal.train.optim import batch_lr_factor, build_optimizer, group_lrs, l1_penalty
 from medal.train.sampler import LossTracker, seeded_train_loader, weight_summary
 from medal.train.schedule import LrSchedule
 
