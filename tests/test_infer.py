@@ -133,6 +133,23 @@ def test_infer_without_a_fold_checkpoint_names_the_fold_to_train(pipeline, tmp_p
         run_infer(cfg)
 
 
+def test_a_damaged_checkpoint_names_what_retrains_the_fold_and_that_advice_works(pipeline, tmp_path):
+    import shutil
+
+    from medal.train import run_train
+
+    out = pipeline.copy_outputs(tmp_path / "outputs")
+    cfg = pipeline.cfg("tiny_resnet", f"output_dir={out}")
+    (cfg.fold_dir(1) / "best.pt").write_bytes(b"half a checkpoint")
+    with pytest.raises(ValueError, match=r"fold1/best.pt cannot be read .*; delete .*fold1 and run "
+                                         r"`medal train -c CONFIG --fold 1`") as err:
+        run_infer(cfg)
+    # Deleting the damaged file alone would leave done.json, and train would skip the fold; the advice is the folder.
+    shutil.rmtree(str(err.value).split("; delete ")[1].split(" and run")[0])
+    run_train(cfg, fold=1)
+    assert run_infer(cfg)["chosen"]
+
+
 def test_infer_with_a_missing_test_image_is_refused_naming_it(pipeline, tmp_path):
     import shutil
 
