@@ -5,6 +5,11 @@ Mappings merge key by key; anything else in the child replaces the parent's
 value. Command-line overrides (`train.lr=3e-4`) apply last. The merged mapping
 is validated once into `Config`; unknown keys, wrong types and missing required
 values are refused with a message that names the key.
+
+The recipe (`seed`, `metric`, `model`, `train`) shapes the weights, and a resume
+must match it (medal.modeling.checkpoint.recipe). `runtime`, `report` and
+`lr_find` never change the weights, so they may change between a run and its
+resume.
 """
 from __future__ import annotations
 
