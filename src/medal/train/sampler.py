@@ -109,14 +109,19 @@ def weight_summary(weights: np.ndarray) -> dict[str, float]:
             "top10_share": float(top.sum() / w.sum()), "ess": float(w.sum() ** 2 / (w ** 2).sum() / len(w))}
 
 
+def private_generator(seed: int) -> torch.Generator:
+    """A loader's own generator: creating an iterator draws a worker base seed from it, and from torch's global
+    RNG without one, which would shift dropout and mixup draws whenever workers (re)start, e.g. after a resume."""
+    return torch.Generator().manual_seed(seed)
+
+
 def seeded_train_loader(dataset: Dataset, batch_size: int, seed: int, runtime: RuntimeConfig, device: torch.device,
                         persistent: bool = True) -> tuple[DataLoader, SeededBatchSampler]:
     """Training batches drawn by a SeededBatchSampler (call its set_epoch before each pass), each carrying its
-    own augmentation seeds; the last partial batch is dropped unless it is the only one. The loader has a private
-    generator: creating an iterator draws a worker base seed from it, and from torch's global RNG without one,
-    which would shift dropout and mixup draws whenever workers (re)start, e.g. after a resume."""
+    own augmentation seeds; the last partial batch is dropped unless it is the only one. The loader draws its
+    worker seeds from a private_generator."""
     sampler = SeededBatchSampler(len(dataset), batch_size, drop_last=len(dataset) > batch_size)
     loader = make_loader(SeededDataset(dataset), batch_size, runtime.num_workers, device,
-                         generator=torch.Generator().manual_seed(seed), batch_sampler=sampler,
+                         generator=private_generator(seed), batch_sampler=sampler,
                          persistent_workers=persistent and runtime.persistent_workers)
     return loader, sampler

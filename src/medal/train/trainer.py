@@ -42,7 +42,7 @@ from medal.modeling.runtime import autocast, grad_scaler, make_loader, speed_up
 from medal.train.fold import FoldData
 from medal.train.losses import Criterion
 from medal.train.optim import batch_lr_factor, build_optimizer, group_lrs, l1_penalty
-from medal.train.sampler import LossTracker, seeded_train_loader, weight_summary
+from medal.train.sampler import LossTracker, private_generator, seeded_train_loader, weight_summary
 from medal.train.schedule import LrSchedule
 
 BAR_EVERY = 10  # steps between progress-bar refreshes (each reads the loss back from the device)
@@ -65,7 +65,7 @@ class FoldTrainer:
         self.stages = t.stage_list()
         self.forward = speed_up(model, device, r.channels_last, r.compile)
         self.valid_loader = make_loader(ImageDataset(data.valid_paths, data.valid_targets, eval_transform(t.image_size, self.stats)),
-                                        self.stages[-1].batch_size, r.num_workers, device, generator=_private_generator(cfg.seed),
+                                        self.stages[-1].batch_size, r.num_workers, device, generator=private_generator(cfg.seed),
                                         persistent_workers=r.persistent_workers)
         self.optimizer = build_optimizer(model, t)
         updates = sum(s.epochs * -(-batches_per_epoch(len(data.train_paths), s.batch_size) // t.accumulate) for s in self.stages)
@@ -317,12 +317,6 @@ class EpochLog:
             value = torch.cat(self.correct).float().mean().item() if metric == "accuracy" else float("nan")
         return {"train_loss": float(np.mean(self.step_losses())), "train_ce": torch.cat(self.ces).mean().item(),
                 f"train_{metric}": value}
-
-
-def _private_generator(seed: int) -> torch.Generator:
-    """A loader's own generator: creating an iterator draws a worker base seed from it, and from torch's global
-    RNG without one, which would shift dropout and mixup draws whenever workers (re)start, e.g. after a resume."""
-    return torch.Generator().manual_seed(seed)
 
 
 def _safe_score(metric: str, targets: np.ndarray, probs: np.ndarray) -> float:
