@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from medal.core import names
 
@@ -282,6 +282,8 @@ class Config(Section):
     report: ReportConfig = ReportConfig()
     infer: InferConfig = InferConfig()
     blend: BlendConfig = BlendConfig()
+    # The file and overrides it was loaded from, so a message can name the exact command to run.
+    _source: tuple[str | None, tuple[str, ...]] = PrivateAttr((None, ()))
 
     @field_validator("name")
     @classmethod
@@ -302,6 +304,11 @@ class Config(Section):
     def fold_dir(self, fold: int) -> Path:
         return self.exp_dir / f"fold{fold}"
 
+    @property
+    def source(self) -> tuple[str | None, tuple[str, ...]]:
+        """(config file, key=value overrides) this config was loaded from; (None, ()) when built in code."""
+        return self._source
+
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read `path` (following `base:` links), apply `key=value` overrides, validate."""
@@ -310,9 +317,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     for item in overrides or []:
         _apply_override(raw, item)
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_describe(err, path)) from None
+    cfg._source = (str(path), tuple(overrides or ()))
+    return cfg
 
 
 def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Atomic writes for every output file: a crash leaves the old file or the new one, never half."""
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -51,10 +52,15 @@ def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def remove_stale_temporaries(folder: Path) -> list[Path]:
+def remove_stale_temporaries(folder: Path, names: list[str] | None = None) -> list[Path]:
     """Delete the temporary files (.NAME.*.tmp, see atomic_path) of writes a killed run never finished.
-    The real files were never touched by those writes, so nothing is lost."""
-    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    The real files were never touched by those writes, so nothing is lost. `names`: only those outputs'
+    temporaries (a folder that several stages write); call it while holding the stage's lock, so that a
+    running writer's temporary file is never taken for a dead one."""
+    if not folder.is_dir():
+        return []
+    patterns = [".*.tmp"] if names is None else [f".{glob.escape(name)}.*.tmp" for name in names]
+    stale = sorted({p for pattern in patterns for p in folder.glob(pattern)})
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

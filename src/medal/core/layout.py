@@ -1,16 +1,18 @@
 """Where every file that one stage hands to another lives: the file contract between stages, in one place.
 
     <output_dir>/<competition>/            clean and folds, shared by every experiment (cfg.data_dir)
-        clean.csv dropped.csv duplicates.csv    clean -> folds
-        folds.csv                               folds -> train, infer, blend
+        clean.csv dropped.csv duplicates.csv    clean -> folds          clean.manifest.json
+        folds.csv                               folds -> train, infer, blend   folds.manifest.json
         <experiment>/                           one model recipe (cfg.exp_dir)
-            fold<k>/best.pt last.pt oof.csv done.json   train (best.pt -> infer)
-            oof.csv cv.json                     train, every fold
-            oof_tta.csv test_pred.csv tta.json  infer -> blend
-        blend_<name>/                           blend's report
+            fold<k>/best.pt last.pt oof.csv done.json   train (best.pt -> infer)   fold<k>/manifest.json
+            oof.csv cv.json                     train, every fold       train.manifest.json
+            oof_tta.csv test_pred.csv tta.json  infer -> blend          infer.manifest.json
+        blend_<name>/                           blend's report          blend_<name>/manifest.json
     <blend.submission_dir>/<name>.csv         blend -> Kaggle
 
-No stage spells another stage's file name: each asks this module.
+Each stage writes a manifest after its outputs (medal.core.provenance), and a lock file (.<stage>.lock)
+beside them while it runs (medal.core.locks). No stage spells another stage's file name: each asks
+this module.
 """
 from __future__ import annotations
 
@@ -87,3 +89,40 @@ def blend_dir(cfg: Config, name: str) -> Path:
 
 def _experiment_dir(cfg: Config, experiment: str | None) -> Path:
     return cfg.exp_dir if experiment is None else cfg.data_dir / experiment
+
+
+# provenance (medal.core.provenance): each stage's manifest, written after its outputs
+def clean_manifest(cfg: Config) -> Path:
+    return cfg.data_dir / "clean.manifest.json"
+
+
+def folds_manifest(cfg: Config) -> Path:
+    return cfg.data_dir / "folds.manifest.json"
+
+
+def fold_manifest(cfg: Config, fold: int) -> Path:
+    return cfg.fold_dir(fold) / "manifest.json"
+
+
+def train_manifest(cfg: Config, experiment: str | None = None) -> Path:
+    return _experiment_dir(cfg, experiment) / "train.manifest.json"
+
+
+def infer_manifest(cfg: Config, experiment: str | None = None) -> Path:
+    return _experiment_dir(cfg, experiment) / "infer.manifest.json"
+
+
+def blend_manifest(cfg: Config, name: str) -> Path:
+    return blend_dir(cfg, name) / "manifest.json"
+
+
+def competition_files(cfg: Config) -> dict[str, Path]:
+    """The competition's own files a manifest may record, by key: outside the output tree, so a reader finds
+    them through its config rather than through the path stored when they were read."""
+    d = cfg.data
+    return {"train.csv": d.root / d.train_csv, "sample_submission.csv": d.root / d.sample_submission}
+
+
+# locks (medal.core.locks): one writer per stage output and per fold
+def lock_file(folder: Path, stage: str) -> Path:
+    return folder / f".{stage}.lock"
