@@ -68,9 +68,10 @@ class DataConfig(Section):
 class CleanConfig(Section):
     # The action for each finding that leaves a readable image; findings that make a row unusable
     # (missing or unreadable file, no label, repeated id) are always dropped and cannot be listed here.
+    # small_image is kept: a small photo that decodes is data (small_file, the sign of a cut-off file, drops).
     DEFAULT_POLICY: ClassVar[dict[str, str]] = {
         "unknown_label": "drop", "degenerate": "drop", "extreme_aspect": "drop", "small_file": "drop",
-        "small_image": "drop", "blank": "drop", "duplicate_conflict": "drop", "near_duplicate_conflict": "keep",
+        "small_image": "keep", "blank": "drop", "duplicate_conflict": "drop", "near_duplicate_conflict": "keep",
         "duplicate_copy": "keep"}
 
     min_side: int = Field(2, ge=1, description="Images with a side shorter than this many pixels are flagged degenerate.")

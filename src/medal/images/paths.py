@@ -2,6 +2,7 @@
 Torch-free, so `clean` reads it without loading torch."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from medal.core.config import Config
@@ -16,6 +17,26 @@ def image_folder(cfg: Config, split: str) -> Path:
 def source_path(cfg: Config, image_id: str, split: str) -> Path:
     """The original file of `image_id` in the competition folder; split is 'train' or 'test'."""
     return image_folder(cfg, split) / f"{image_id}{cfg.data.image_ext}"
+
+
+def outside_folder(cfg: Config, ids: list[str], split: str) -> list[str]:
+    """The ids whose file would resolve outside the split's image folder: an absolute id, one that climbs
+    out through '..', or one whose path leads out through a symlink. Such a file is never to be opened."""
+    base = str(image_folder(cfg, split))
+    folder = os.path.realpath(base)
+    ext = cfg.data.image_ext
+    parents: dict[str, str] = {}  # resolving each file's folder once: ids share a few folders
+    outside = []
+    for image_id in ids:
+        parent, name = os.path.split(os.path.join(base, f"{image_id}{ext}"))
+        if parent not in parents:
+            parents[parent] = os.path.realpath(parent)
+        real = os.path.normpath(os.path.join(parents[parent], name))
+        if os.path.islink(real):
+            real = os.path.realpath(real)
+        if os.path.commonpath([folder, real]) != folder:
+            outside.append(image_id)
+    return outside
 
 
 def cache_spec(cfg: Config) -> CacheSpec | None:
