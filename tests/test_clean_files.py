@@ -97,9 +97,17 @@ def test_file_far_smaller_than_its_peers_is_small_file_and_blank(tmp_path):
     assert found.loc[found["image_id"] == "flat.png", "reason"].tolist() == ["small_file", "blank"]
 
 
-def test_image_with_far_fewer_pixels_than_its_peers_is_small_image(tmp_path):
+def test_image_with_far_fewer_pixels_than_its_peers_is_small_image_and_kept_by_default(tmp_path):
+    cfg, kept, dropped = run_with_peers(tmp_path, [("tiny.png", "a")], {"tiny.png": png(noise(8, 8, seed=7))},
+                                        "clean.small_bytes_ratio=0")
+    assert dropped.empty and "tiny.png" in kept["image_id"].tolist()  # a small photo that decodes is data
+    found = findings(cfg)
+    assert found.loc[found["image_id"] == "tiny.png", "reason"].tolist() == ["small_image"]
+
+
+def test_small_image_is_dropped_when_the_policy_says_so(tmp_path):
     cfg, _, dropped = run_with_peers(tmp_path, [("tiny.png", "a")], {"tiny.png": png(noise(8, 8, seed=7))},
-                                     "clean.small_bytes_ratio=0")
+                                     "clean.small_bytes_ratio=0", "clean.policy.small_image=drop")
     assert dropped[["image_id", "reason"]].to_numpy().tolist() == [["tiny.png", "small_image"]]
     assert "8x8 px, 0.016 of the median 4096 px" in dropped["detail"].iat[0]
 
