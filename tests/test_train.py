@@ -34,11 +34,12 @@ def fold_oof(cfg: Config, fold: int) -> pd.DataFrame:
 
 
 def fresh_outputs(pipeline: Pipeline, dest: Path) -> Path:
-    """A new output_dir holding only the session's clean.csv and folds.csv: nothing trained yet."""
+    """A new output_dir holding only the session's clean and folds outputs, with their manifests: nothing trained yet."""
     data_dir = dest / pipeline.data_dir.name
     data_dir.mkdir(parents=True)
-    for name in ["clean.csv", "folds.csv"]:
-        shutil.copy2(pipeline.data_dir / name, data_dir / name)
+    for path in pipeline.data_dir.iterdir():
+        if path.is_file() and not path.name.startswith("."):
+            shutil.copy2(path, data_dir / path.name)
     return dest
 
 

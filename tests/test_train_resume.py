@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from train_toy import make_toy
+from train_toy import make_toy, write_folds_manifest
 
 from medal.core.config import load_config
 from medal.core.log import get_logger
@@ -47,6 +47,7 @@ def _fold(out: Path) -> Path:
 def _copy_folds(base: Path, out: Path) -> None:
     (out / "toy").mkdir(parents=True)
     (out / "toy" / "folds.csv").write_bytes((base / "outputs" / "toy" / "folds.csv").read_bytes())
+    write_folds_manifest(out / "toy")
 
 
 class _Lines(logging.Handler):
@@ -93,9 +94,10 @@ def runs(tmp_path_factory) -> dict:
                                        "runtime.persistent_workers=true"]), fold=0)
         watcher.join()
         killed.wait()
-        after_kill = {p.name: p for p in sorted(_fold(kill_out).iterdir())}
+        after_kill = {p.name: p for p in sorted(_fold(kill_out).iterdir()) if p.suffix != ".lock"}
+        lock = (_fold(kill_out) / ".train.lock").read_text()
         result = {"after_kill": after_kill, "killed_state": torch.load(_fold(kill_out) / "last.pt", weights_only=True),
-                  "loadable": {name: _loads(path) for name, path in after_kill.items()}}
+                  "loadable": {name: _loads(path) for name, path in after_kill.items()}, "lock": lock}
         # A write that a kill interrupts leaves its temporary file behind (the real file is untouched); plant one.
         (_fold(kill_out) / ".last.pt.interrupted.tmp").write_bytes(b"half a checkpoint")
         handler.lines.clear()
@@ -131,7 +133,13 @@ def test_every_file_the_killed_run_left_is_complete(runs):
 
 
 def test_resume_removes_temporaries_of_interrupted_writes(runs):
-    assert not list(runs["resumed"].glob("*.tmp")) and not list(runs["resumed"].glob(".*"))
+    assert not list(runs["resumed"].glob("*.tmp")) and [p.name for p in runs["resumed"].glob(".*")] == [".train.lock"]
+
+
+def test_the_killed_runs_lock_names_it_and_the_resume_takes_it_over(runs):
+    assert runs["lock"].startswith("process ") and "train" in runs["lock"]
+    assert "took over the lock of fold 0 of 'toy': process " in runs["log"]
+    assert (runs["resumed"] / ".train.lock").read_text() == ""  # released when the resume finished
     assert "removed 1 unfinished temporary file" in runs["log"]
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from medal.core import provenance
 from medal.core.config import Config, load_config
 from medal.core.tables import class_names, read_folds
 from medal.modeling.models import build_model
@@ -60,6 +61,7 @@ def make_toy(base: Path, per_class: int = 20, size: int = 24, n_folds: int = 2, 
     out = base / "outputs" / "toy"
     out.mkdir(parents=True)
     table.to_csv(out / "folds.csv", index=False)
+    write_folds_manifest(out)
     config = {
         "name": "toy", "seed": 3, "output_dir": str(base / "outputs"),
         "data": {"root": str(root), "image_ext": ".png"},
@@ -73,10 +75,18 @@ def make_toy(base: Path, per_class: int = 20, size: int = 24, n_folds: int = 2, 
     return path
 
 
+def write_folds_manifest(data_dir: Path) -> None:
+    """The manifest `medal folds` writes beside folds.csv, for a folds.csv a test wrote by hand (no clean.csv
+    above it): without one, every stage that reads folds.csv refuses it."""
+    provenance.write_manifest(data_dir / "folds.manifest.json", made="folds.csv was made", command="medal folds -c CONFIG",
+                              settings={}, inputs={}, outputs={"folds.csv": data_dir / "folds.csv"})
+
+
 def own_outputs(config: Path, dest: Path) -> str:
     """An output_dir override for `dest`, holding a copy of the toy's folds.csv and nothing trained."""
     (dest / "toy").mkdir(parents=True)
     (dest / "toy" / "folds.csv").write_bytes((config.parent / "outputs" / "toy" / "folds.csv").read_bytes())
+    write_folds_manifest(dest / "toy")
     return f"output_dir={dest}"
 
 

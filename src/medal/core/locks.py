@@ -20,18 +20,19 @@ from typing import Iterator
 from medal.core.log import get_logger
 
 
-class LockedError(RuntimeError):
+class LockedError(OSError):
     """Another live process holds the lock; the message names it and what it is doing."""
 
 
 @contextmanager
-def exclusive(path: Path, what: str) -> Iterator[None]:
-    """Hold the lock file `path` for `what` (e.g. "fold 0 of 'base'"), or raise LockedError at once."""
+def exclusive(path: Path, what: str, wait: bool = False) -> Iterator[None]:
+    """Hold the lock file `path` for `what` (e.g. "fold 0 of 'base'"); raise LockedError at once when a live
+    process holds it, or with `wait`, block until it is free (for short writes that may queue)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except OSError as err:
             if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise

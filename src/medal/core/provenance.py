@@ -38,10 +38,12 @@ class StaleError(ValueError):
 @dataclass(frozen=True)
 class Input:
     """A file a stage read. `manifest`: the manifest of the stage that made it (None for competition files).
-    `key`: set for files outside the output tree, which a reader locates through its own config instead."""
+    `key`: set for files outside the output tree, which a reader locates through its own config instead.
+    `digest`: the hash of the content the stage actually read, taken when it read it (default: hashed now)."""
     path: Path
     manifest: Path | None = None
     key: str | None = None
+    digest: str | None = None
 
 
 _HASHES: dict[tuple, str] = {}
@@ -73,7 +75,7 @@ def write_manifest(path: Path, *, made: str, command: str, settings: dict, input
     folder = path.parent
     record = {
         "version": VERSION, "made": made, "command": command, "settings": settings,
-        "inputs": {name: {"path": _stored(i.path, folder, i.key), "sha256": sha256(i.path),
+        "inputs": {name: {"path": _stored(i.path, folder, i.key), "sha256": i.digest or sha256(i.path),
                           "manifest": None if i.manifest is None else os.path.relpath(i.manifest, folder), "key": i.key}
                    for name, i in inputs.items()},
         "outputs": {name: {"path": os.path.relpath(p, folder), "sha256": sha256(p)} for name, p in outputs.items()},

@@ -15,10 +15,11 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
 from sklearn.preprocessing import MultiLabelBinarizer
 
-from medal.core import layout
+from medal.core import layout, provenance
 from medal.core.config import Config, config_snapshot
 from medal.core.graph import connected_groups
-from medal.core.io import read_csv, write_csv, write_json, write_text
+from medal.core.io import read_csv, remove_stale_temporaries, write_csv, write_json, write_text
+from medal.core.locks import exclusive
 from medal.core.log import get_logger
 from medal.core.tables import split_labels
 from medal.folds.report import fold_report, report_markdown
@@ -165,19 +166,33 @@ def _link_duplicates(cfg: Config, table: pd.DataFrame, left: list[int], right: l
 
 
 def read_clean(cfg: Config) -> pd.DataFrame:
-    """clean.csv with every column as text, so folds.csv repeats its values exactly."""
+    """clean.csv with every column as text, so folds.csv repeats its values exactly; refused unless clean's
+    manifest says it is the file clean wrote from the current train.csv."""
     d = cfg.data
     path = layout.clean_csv(cfg)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: run `medal clean -c CONFIG` first")
+        raise FileNotFoundError(f"{path} does not exist: run `{provenance.command(cfg, 'clean')}` first")
+    provenance.verify(layout.clean_manifest(cfg), f"{path} has no manifest (made by an older medal, or clean was "
+                      f"killed before it finished): run `{provenance.command(cfg, 'clean')}`",
+                      layout.competition_files(cfg))
     columns = list(pd.read_csv(path, nrows=0).columns)
     required = [d.id_col, d.label_col] + ([cfg.folds.group_col] if cfg.folds.group_col else [])
     return read_csv(path, "clean file", required, columns)
 
 
+# Everything folds writes; their temporaries are its own to remove (clean writes into the same folder).
+OUTPUTS = ("folds.csv", "folds.json", "folds_report.md", "folds_config.yaml")
+
+
 def run_folds(cfg: Config) -> pd.DataFrame:
-    """Read clean.csv, write folds.csv (clean.csv plus `fold`, and fold_s<r> per repeat), folds.json and
-    folds_report.md."""
+    """Read clean.csv, write folds.csv (clean.csv plus `fold`, and fold_s<r> per repeat), folds.json,
+    folds_report.md and, last, the manifest that ties folds.csv to the clean.csv it split."""
+    with exclusive(layout.lock_file(cfg.data_dir, "folds"), f"folds of {cfg.data.competition}"):
+        remove_stale_temporaries(cfg.data_dir, list(OUTPUTS))
+        return _make_folds(cfg)
+
+
+def _make_folds(cfg: Config) -> pd.DataFrame:
     f = cfg.folds
     table = read_clean(cfg)
     groups, linked = group_keys(cfg, table)
@@ -189,10 +204,18 @@ def run_folds(cfg: Config) -> pd.DataFrame:
         assert (fold >= 0).all() and (spans == 1).all(), f"{f.strategy} split a group across folds"
         table[column] = fold
     report = fold_report(cfg, table, groups, linked, seeds)
+    manifest = layout.folds_manifest(cfg)
+    provenance.invalidate(manifest)
     write_csv(layout.folds_csv(cfg), table)
     write_json(cfg.data_dir / "folds.json", report)
     write_text(cfg.data_dir / "folds_report.md", report_markdown(report))
     write_text(cfg.data_dir / "folds_config.yaml", config_snapshot(cfg))
+    inputs = {"clean.csv": provenance.Input(layout.clean_csv(cfg), layout.clean_manifest(cfg))}
+    if layout.duplicates_csv(cfg).is_file():
+        inputs["duplicates.csv"] = provenance.Input(layout.duplicates_csv(cfg), layout.clean_manifest(cfg))
+    provenance.write_manifest(manifest, made="folds.csv was made", command=provenance.command(cfg, "folds"),
+                              settings={"folds": f.model_dump(mode="json")}, inputs=inputs,
+                              outputs={"folds.csv": layout.folds_csv(cfg), "folds.json": cfg.data_dir / "folds.json"})
     log = get_logger()
     log.info("folds: %d rows in %d %s folds (seed %d, %d repeat(s)), %d groups -> %s", len(table), f.n_folds,
              f.strategy, f.seed, f.repeats, report["groups"]["count"], layout.folds_csv(cfg))

@@ -1,17 +1,21 @@
 """train_fold: one timm model per fold, best checkpoint by the CV metric, OOF predictions by id.
 
-The loop itself lives in medal.train.trainer (FoldTrainer); this module splits the
-folds, skips finished ones, and turns a trained fold into its OOF file, its
-hardest-example gallery, its learning curves and its diagnosis.
+The loop itself lives in medal.train.trainer (FoldTrainer); this module checks where each
+fold stands (medal.train.state) before any work, refuses to skip or build on a fold made
+under another recipe or from other folds unless told to retrain it, holds one lock per
+fold, and turns a trained fold into its OOF file, its hardest-example gallery, its
+learning curves, its diagnosis and, last, its manifest.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from medal.core import layout
+from medal.core import layout, provenance
 from medal.core.config import Config, config_snapshot
+from medal.core.freshness import require_current_folds
 from medal.core.io import read_csv, remove_stale_temporaries, write_csv, write_json, write_text
+from medal.core.locks import exclusive
 from medal.core.log import get_logger
 from medal.core.metrics import score
 from medal.core.predictions import prediction_frame
@@ -21,49 +25,97 @@ from medal.modeling.models import build_model
 from medal.modeling.runtime import compute_threads, pick_device, seed_everything
 from medal.train.diagnosis import diagnose, plot_curves
 from medal.train.fold import FoldData, split_fold
+from medal.train.state import COMPLETE, STALE, discard, fold_status, training_settings
 from medal.train.trainer import FoldTrainer
 
 __all__ = ["FoldData", "FoldTrainer", "run_train", "split_fold", "train_fold", "write_full_oof"]
 
 
-def run_train(cfg: Config, fold: int | None = None) -> dict[int, float]:
-    """Train the given fold, or every fold; returns each trained fold's best CV score."""
+def run_train(cfg: Config, fold: int | None = None, force: bool = False) -> dict[int, float]:
+    """Train the given fold, or every fold; returns each fold's best CV score. A fold already trained under
+    this recipe and these folds is skipped; a stale one is refused, or with `force` deleted and retrained."""
     log = get_logger()
+    require_current_folds(cfg)
     table = read_folds(cfg)
     classes = class_names(table[cfg.data.label_col])
     n_folds = fold_count(table)
     if fold is not None and not 0 <= fold < n_folds:
         raise ValueError(f"--fold {fold} is out of range: folds.csv has folds 0..{n_folds - 1}")
-    write_text(cfg.exp_dir / "config.yaml", config_snapshot(cfg))
-    scores = {k: train_fold(cfg, table, classes, k) for k in ([fold] if fold is not None else range(n_folds))}
-    if all(layout.fold_oof(cfg, k).is_file() for k in range(n_folds)):
+    selected = [fold] if fold is not None else list(range(n_folds))
+    settings = training_settings(cfg)
+    stale = {k: s.reason for k in selected if (s := fold_status(cfg, k, settings)).kind == STALE}
+    if stale and not force:
+        raise provenance.StaleError(_refusal(cfg, stale, fold))
+    with exclusive(layout.lock_file(cfg.exp_dir, "train"), f"the files of experiment {cfg.name!r}", wait=True):
+        # Only now, with every fold it will keep matching it: config.yaml names the recipe the folds have.
+        write_text(cfg.exp_dir / "config.yaml", config_snapshot(cfg))
+    scores = {k: train_fold(cfg, table, classes, k, force) for k in selected}
+    others = [k for k in range(n_folds) if k not in selected and fold_status(cfg, k, settings).kind == STALE]
+    if others:
+        log.warning("%s: fold(s) %s were trained under another recipe or other folds; retrain them with `%s` "
+                    "before infer", cfg.name, others, provenance.command(cfg, "train", "--force"))
+    if all(fold_status(cfg, k, settings).kind == COMPLETE for k in range(n_folds)):
         write_full_oof(cfg, classes, n_folds)
     for k, value in scores.items():
         log.info("%s fold %d: best %s %.4f", cfg.name, k, cfg.metric, value)
     return scores
 
 
+def _refusal(cfg: Config, stale: dict[int, str], fold: int | None) -> str:
+    only = ("--fold", str(fold)) if fold is not None else ()
+    lines = [f"experiment {cfg.name!r}: {len(stale)} fold(s) do not match this config and folds.csv, so they "
+             "are neither skipped nor resumed:"]
+    lines += [f"  fold {k} {reason}" for k, reason in stale.items()]
+    lines.append(f"retrain them with `{provenance.command(cfg, 'train', *only, '--force')}` (their checkpoints are "
+                 f"deleted first), or train this recipe as a new experiment: "
+                 f"`{provenance.command(cfg, 'train', *only, 'name=NEW_NAME')}`")
+    return "\n".join(lines)
+
+
 def write_full_oof(cfg: Config, classes: list[str], n_folds: int) -> float:
     """Concatenate the folds' OOF files into <exp>/oof.csv and log the overall CV."""
-    parts = [read_csv(layout.fold_oof(cfg, k), "fold OOF", [cfg.data.id_col], [cfg.data.id_col]) for k in range(n_folds)]
-    oof = pd.concat(parts, ignore_index=True)
-    write_csv(layout.oof_csv(cfg), oof)
-    cv = score(cfg.metric, oof["target"].to_numpy(), oof[classes].to_numpy())
-    write_json(layout.cv_json(cfg), {"metric": cfg.metric, "cv": cv, "n_folds": n_folds, "rows": len(oof)})
+    with exclusive(layout.lock_file(cfg.exp_dir, "train"), f"the files of experiment {cfg.name!r}", wait=True):
+        manifest = layout.train_manifest(cfg)
+        provenance.invalidate(manifest)
+        parts = [read_csv(layout.fold_oof(cfg, k), "fold OOF", [cfg.data.id_col], [cfg.data.id_col]) for k in range(n_folds)]
+        oof = pd.concat(parts, ignore_index=True)
+        write_csv(layout.oof_csv(cfg), oof)
+        cv = score(cfg.metric, oof["target"].to_numpy(), oof[classes].to_numpy())
+        write_json(layout.cv_json(cfg), {"metric": cfg.metric, "cv": cv, "n_folds": n_folds, "rows": len(oof)})
+        provenance.write_manifest(
+            manifest, made=f"the OOF of {cfg.name!r} was gathered", command=provenance.command(cfg, "train"),
+            settings=training_settings(cfg), outputs={"oof.csv": layout.oof_csv(cfg), "cv.json": layout.cv_json(cfg)},
+            inputs={f"fold{k}/oof.csv": provenance.Input(layout.fold_oof(cfg, k), layout.fold_manifest(cfg, k))
+                    for k in range(n_folds)})
     get_logger().info("%s: OOF %s over %d folds = %.4f", cfg.name, cfg.metric, n_folds, cv)
     return cv
 
 
-def train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int) -> float:
-    """Train one fold (resuming from last.pt when present); write best.pt, metrics.csv, oof.csv and done.json."""
+def train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int, force: bool = False) -> float:
+    """Train one fold, holding its lock (resuming from last.pt when present); write best.pt, metrics.csv,
+    oof.csv, done.json and, last, the fold's manifest."""
+    with exclusive(layout.lock_file(cfg.fold_dir(fold), "train"), f"fold {fold} of {cfg.name!r}"):
+        return _train_fold(cfg, table, classes, fold, force)
+
+
+def _train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int, force: bool) -> float:
+    log = get_logger()
     out = cfg.fold_dir(fold)
     done = layout.fold_done(cfg, fold)
-    if done.is_file() and layout.fold_oof(cfg, fold).is_file():
-        get_logger().info("%s fold %d is complete; skipping (delete %s to retrain)", cfg.name, fold, out)
+    settings = training_settings(cfg)
+    status = fold_status(cfg, fold, settings)  # again, under the lock: another run may have finished it
+    if status.kind == COMPLETE:
+        log.info("%s fold %d is complete under this recipe and folds.csv; skipping", cfg.name, fold)
         return float(pd.read_json(done, typ="series")["best_score"])
+    if status.kind == STALE:
+        if not force:
+            raise provenance.StaleError(_refusal(cfg, {fold: status.reason}, fold))
+        log.info("%s fold %d %s; deleting its files to retrain it (--force)", cfg.name, fold, status.reason)
+        discard(cfg, fold)
     stale = remove_stale_temporaries(out)
     if stale:
-        get_logger().info("%s fold %d: removed %d unfinished temporary file(s) of an interrupted run", cfg.name, fold, len(stale))
+        log.info("%s fold %d: removed %d unfinished temporary file(s) of an interrupted run", cfg.name, fold, len(stale))
+    provenance.invalidate(layout.fold_manifest(cfg, fold))
     seed_everything(cfg.seed + fold)
     data = split_fold(cfg, table, classes, fold)
     device = pick_device(cfg.runtime.device)
@@ -76,6 +128,11 @@ def train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int) 
     write_csv(layout.fold_oof(cfg, fold), oof)
     report = _report_fold(cfg, trainer, data, classes, valid_probs, fold)
     write_json(done, {"best_score": best_score, "best_epoch": best_epoch, "metric": cfg.metric, **report})
+    provenance.write_manifest(
+        layout.fold_manifest(cfg, fold), made=f"fold {fold} of {cfg.name!r} was trained",
+        command=provenance.command(cfg, "train", "--force"), settings=settings,
+        inputs={"folds.csv": provenance.Input(layout.folds_csv(cfg), layout.folds_manifest(cfg), digest=trainer.folds_sha256)},
+        outputs={"best.pt": layout.best_checkpoint(cfg, fold), "oof.csv": layout.fold_oof(cfg, fold), "done.json": done})
     return best_score
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from timm.utils import ModelEmaV3
 
-from medal.core import layout
+from medal.core import layout, provenance
 from medal.core.config import Config, StageConfig
 from medal.core.io import write_csv
 from medal.core.log import get_logger, progress
@@ -44,6 +44,7 @@ from medal.train.losses import Criterion
 from medal.train.optim import batch_lr_factor, build_optimizer, group_lrs, l1_penalty
 from medal.train.sampler import LossTracker, private_generator, seeded_train_loader, weight_summary
 from medal.train.schedule import LrSchedule
+from medal.train.state import training_settings
 
 BAR_EVERY = 10  # steps between progress-bar refreshes (each reads the loss back from the device)
 
@@ -78,6 +79,8 @@ class FoldTrainer:
         self.steps: list[dict] = []
         self.start_epoch, self.best_score, self.best_epoch, self.best_weights, self.updates = 0, None, -1, "raw", 0
         self.run_id = uuid.uuid4().hex  # the tracking run id; a resumed fold keeps the one in last.pt
+        # The folds.csv this run trains on; last.pt records it, so a resume after folds changed is refused.
+        self.folds_sha256 = provenance.sha256(layout.folds_csv(cfg))
         self.stage_index, self.loader, self.sampler, self.lr_factor = -1, None, None, 1.0
 
     def candidates(self) -> list[str]:
@@ -236,7 +239,7 @@ class FoldTrainer:
             "scaler": self.scaler.state_dict(), "rng": rng_state(), "epoch": epoch, "step": self.updates,
             "sampler": self.tracker.state_dict(), "run_id": self.run_id, "best_score": self.best_score,
             "best_epoch": self.best_epoch, "best_weights": self.best_weights, "history": self.history,
-            "recipe": recipe(self.cfg),
+            "recipe": recipe(self.cfg), "settings": training_settings(self.cfg), "folds_sha256": self.folds_sha256,
         })
 
     def _resume(self) -> None:

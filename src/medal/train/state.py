@@ -1,0 +1,82 @@
+"""Where a fold stands before training: complete, resumable, new, or stale.
+
+A fold is complete only when its manifest (medal.core.provenance) names the current training settings and
+every file it was made from and with is unchanged: its best.pt, oof.csv and done.json, and folds.csv with the
+chain above it. Anything else that left files behind is stale, and train refuses to skip it or to build on it.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+
+from medal.core import layout, provenance
+from medal.core.config import Config
+from medal.modeling.checkpoint import load_last, recipe
+
+COMPLETE, RESUME, NEW, STALE = "complete", "resume", "new", "stale"
+
+
+@dataclass(frozen=True)
+class FoldStatus:
+    kind: str
+    reason: str = ""  # why a fold is stale
+
+
+def training_settings(cfg: Config) -> dict:
+    """What shapes a fold's weights: the recipe, and the content of the pretrained weights file it starts from."""
+    pretrained = cfg.model.pretrained_file
+    digest = provenance.sha256(pretrained) if pretrained is not None and pretrained.is_file() else None
+    return {**recipe(cfg), "pretrained_sha256": digest}
+
+
+def fold_status(cfg: Config, fold: int, settings: dict) -> FoldStatus:
+    record = provenance.read_manifest(layout.fold_manifest(cfg, fold))
+    if record is not None:
+        return _trained_status(cfg, fold, record, settings)
+    last = layout.last_checkpoint(cfg, fold)
+    if last.is_file():
+        return _resume_status(cfg, last, settings)
+    leftovers = [p.name for p in (layout.best_checkpoint(cfg, fold), layout.fold_oof(cfg, fold), layout.fold_done(cfg, fold))
+                 if p.is_file()]
+    if leftovers:
+        return FoldStatus(STALE, f"has {', '.join(leftovers)} but no manifest (written by an older medal, or by a run "
+                                 "killed before it finished)")
+    return FoldStatus(NEW)
+
+
+def _trained_status(cfg: Config, fold: int, record: dict, settings: dict) -> FoldStatus:
+    if record["settings"] != settings:
+        return FoldStatus(STALE, f"was trained with {provenance.settings_difference(record['settings'], settings)} "
+                                 "(trained -> this config)")
+    try:
+        provenance.verify(layout.fold_manifest(cfg, fold), "", layout.competition_files(cfg))
+    except provenance.StaleError as err:
+        return FoldStatus(STALE, str(err))
+    return FoldStatus(COMPLETE)
+
+
+def _resume_status(cfg: Config, last, settings: dict) -> FoldStatus:
+    """last.pt of an unfinished run may be resumed only under the same settings and the same folds.csv."""
+    try:
+        state = load_last(last, "cpu")
+    except ValueError as err:
+        return FoldStatus(STALE, f"its unfinished run's {last.name} cannot be read ({err})")
+    if state.get("settings") != settings:
+        return FoldStatus(STALE, f"its unfinished run ({last.name}) was written with "
+                                 f"{provenance.settings_difference(state.get('settings') or {}, settings)} "
+                                 "(trained -> this config)")
+    if state.get("folds_sha256") != provenance.sha256(layout.folds_csv(cfg)):
+        return FoldStatus(STALE, f"folds.csv changed since its unfinished run ({last.name}) started")
+    return FoldStatus(RESUME)
+
+
+def discard(cfg: Config, fold: int) -> None:
+    """Delete everything a fold's earlier runs left, except the lock the caller holds."""
+    keep = layout.lock_file(cfg.fold_dir(fold), "train")
+    for entry in cfg.fold_dir(fold).iterdir():
+        if entry == keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
