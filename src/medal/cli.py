@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("-c", "--config", required=True, type=Path, help="experiment YAML file (may inherit via `base:`)")
         if stage == "train":
             sub.add_argument("--fold", type=int, default=None, help="train only fold K (default: every fold)")
+            sub.add_argument("--force", action="store_true",
+                             help="retrain the folds that are stale: trained (or started) under another recipe, on "
+                                  "another folds.csv, or with a damaged checkpoint; their files are deleted first. "
+                                  "Without it train refuses them; folds that match are skipped either way")
         if stage == "lr-find":
             sub.add_argument("--fold", type=int, default=0, help="sweep on fold K's training images (default 0)")
         if stage == "blend":
@@ -119,7 +123,7 @@ def _folds(cfg: Config, ns, names) -> int:
 
 def _train(cfg: Config, ns, names) -> int:
     from medal.train import run_train
-    run_train(cfg, ns.fold)
+    run_train(cfg, ns.fold, ns.force)
     return 0
 
 

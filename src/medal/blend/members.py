@@ -1,5 +1,7 @@
 """The experiments a blend reads: each one's OOF and test predictions, aligned to folds.csv and the sample
-submission, and refused when their ids, targets or folds do not match."""
+submission. Refused unless infer's manifest says they are the files infer wrote together, from the current
+checkpoints, folds.csv and sample submission (medal.core.provenance), and when their ids, targets or folds
+do not match."""
 from __future__ import annotations
 
 import json
@@ -9,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from medal.blend.methods import pearson
-from medal.core import layout
+from medal.core import layout, provenance
 from medal.core.config import Config
 from medal.core.predictions import read_predictions
 
@@ -24,14 +26,11 @@ class Member:
 
 
 def load_member(cfg: Config, name: str, table: pd.DataFrame, classes: list[str], test_ids: list[str]) -> Member:
-    """Read an experiment's OOF (after TTA when present) and test predictions; refuse any id or target mismatch."""
+    """Read an experiment's OOF (after TTA) and test predictions, once its infer manifest vouches for them;
+    refuse any id or target mismatch."""
     id_col = cfg.data.id_col
+    require_current_predictions(cfg, name)
     oof_path = layout.oof_tta_csv(cfg, name)
-    if not oof_path.is_file():
-        oof_path = layout.oof_csv(cfg, name)
-    if not oof_path.is_file():
-        raise FileNotFoundError(f"experiment {name!r} has no OOF file in {oof_path.parent}: run `medal train` and "
-                                "`medal infer` for it")
     oof = read_predictions(oof_path, id_col, classes, f"OOF of {name!r}").set_index(id_col)
     _check_same_rows(name, oof, table.set_index(id_col)[[cfg.data.label_col, "fold"]], classes)
     test = read_predictions(layout.test_pred_csv(cfg, name), id_col, classes, f"test predictions of {name!r}").set_index(id_col)
@@ -41,6 +40,22 @@ def load_member(cfg: Config, name: str, table: pd.DataFrame, classes: list[str],
     tta_path = layout.tta_json(cfg, name)
     tta = json.loads(tta_path.read_text()) if tta_path.is_file() else None
     return Member(name, oof.loc[table[id_col], classes].to_numpy(), test.loc[test_ids, classes].to_numpy(), tta)
+
+
+def require_current_predictions(cfg: Config, name: str) -> dict:
+    """The experiment's infer manifest, verified up the chain: its files are the ones infer wrote together,
+    and its checkpoints, folds.csv and sample submission have not changed since."""
+    folder = cfg.data_dir / name
+    if not folder.is_dir():
+        raise FileNotFoundError(f"experiment {name!r} does not exist ({folder}): train it and run infer for it")
+    if layout.oof_tta_csv(cfg, name).is_file() or layout.test_pred_csv(cfg, name).is_file():
+        missing = (f"the predictions of {name!r} have no manifest ({layout.infer_manifest(cfg, name)}): infer was killed "
+                   f"before it finished, or they were made by an older medal: run `medal infer` for it again "
+                   f"(its config is {folder / 'config.yaml'})")
+    else:
+        missing = (f"experiment {name!r} has no predictions in {folder}: run `medal infer` for it (its config is "
+                   f"{folder / 'config.yaml'})")
+    return provenance.verify(layout.infer_manifest(cfg, name), missing, layout.competition_files(cfg))
 
 
 def _check_same_rows(name: str, oof: pd.DataFrame, folds: pd.DataFrame, classes: list[str]) -> None:

@@ -1,6 +1,8 @@
 """infer_tta: measure each TTA view on OOF, keep the ones that help, predict the test set with every fold model.
 
-Two passes. The OOF pass scores every fold model on its own validation fold under
+Before any work it checks its inputs (medal.infer.checks): folds.csv and every fold model still current and
+trained under this config's recipe, the test ids inside the test folder, every test image decodable. Then two
+passes. The OOF pass scores every fold model on its own validation fold under
 every candidate view (logits kept per view), and the views are chosen on those
 OOF scores. The test pass then runs only the chosen views over every fold model
 and averages the folds into one preallocated array.
@@ -14,17 +16,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medal.core import layout
+from medal.core import layout, provenance
 from medal.core.config import Config, config_snapshot
-from medal.core.io import write_csv, write_json, write_text
+from medal.core.freshness import require_current_folds
+from medal.core.io import remove_stale_temporaries, write_csv, write_json, write_text
+from medal.core.locks import exclusive
 from medal.core.log import get_logger
 from medal.core.metrics import higher_is_better, score
 from medal.core.predictions import prediction_frame, rank_scale
 from medal.core.tables import class_names, fold_count, label_codes, read_folds, read_sample_submission
 from medal.images.paths import image_path
+from medal.infer.checks import check_fold_models, check_test_ids, check_test_images
 from medal.infer.reduce import reduce_views, select_greedy
 from medal.infer.sources import SourcesDataset, source_transforms
-from medal.modeling.checkpoint import load_best
+from medal.modeling.checkpoint import load_best, recipe
 from medal.modeling.models import build_model, normalisation
 from medal.modeling.predict import predict_views
 from medal.modeling.runtime import make_loader, pick_device
@@ -33,7 +38,8 @@ from medal.modeling.views import expand_views, get_view
 
 def load_fold_model(cfg: Config, fold: int, classes: list[str], device: torch.device) -> torch.nn.Module:
     """The fold's best checkpoint (medal.modeling.checkpoint) as an eval-mode model."""
-    state = load_best(layout.best_checkpoint(cfg, fold), device, classes)
+    state = load_best(layout.best_checkpoint(cfg, fold), device, classes,
+                      provenance.command(cfg, "train", "--fold", str(fold), "--force"))
     # The checkpoint holds every weight, so no pretrained file is read here.
     model = build_model(cfg.model.model_copy(update={"pretrained_file": None}), len(classes))
     model.load_state_dict(state["model"])
@@ -49,23 +55,43 @@ class Inputs:
     n_folds: int
     test_ids: list[str]
     test_paths: list[Path]
+    checkpoints: dict[int, str]  # each fold's best.pt hash, as checked
 
 
 def read_inputs(cfg: Config) -> Inputs:
+    """Everything both passes read, each checked before any work."""
+    require_current_folds(cfg)
     table = read_folds(cfg)
     classes = class_names(table[cfg.data.label_col])
+    n_folds = fold_count(table)
+    checkpoints = check_fold_models(cfg, n_folds, classes)
     test_ids = read_sample_submission(cfg)[cfg.data.id_col].tolist()
+    check_test_ids(cfg, test_ids)
     test_paths = [image_path(cfg, i, "test") for i in test_ids]
     missing = [p for p in test_paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} test image(s) listed in {cfg.data.sample_submission} do not exist, e.g. {missing[0]}")
-    return Inputs(table, classes, label_codes(table[cfg.data.label_col], classes), fold_count(table), test_ids, test_paths)
+    check_test_images(cfg, test_paths)
+    return Inputs(table, classes, label_codes(table[cfg.data.label_col], classes), n_folds, test_ids, test_paths,
+                  checkpoints)
+
+
+# Everything infer writes into the experiment folder; their temporaries are its own to remove.
+OUTPUTS = ("oof_tta.csv", "test_pred.csv", "tta.json", "infer_config.yaml")
 
 
 def run_infer(cfg: Config) -> dict:
-    """Write oof_tta.csv, test_pred.csv and tta.json for the experiment; return the TTA report."""
+    """Write oof_tta.csv, test_pred.csv, tta.json and, last, their manifest; return the TTA report."""
+    with exclusive(layout.lock_file(cfg.exp_dir, "infer"), f"infer of {cfg.name!r}"):
+        remove_stale_temporaries(cfg.exp_dir, list(OUTPUTS))
+        return _infer(cfg)
+
+
+def _infer(cfg: Config) -> dict:
     log = get_logger()
     data = read_inputs(cfg)
+    manifest = layout.infer_manifest(cfg)
+    provenance.invalidate(manifest)  # from here until the new one is written, blend refuses these outputs
     device = pick_device(cfg.runtime.device)
     candidates = expand_views(cfg.infer.tta)
     oof_views, seconds = oof_pass(cfg, data, candidates, device)
@@ -78,9 +104,24 @@ def run_infer(cfg: Config) -> dict:
     write_csv(layout.test_pred_csv(cfg), test)
     write_json(layout.tta_json(cfg), report)
     write_text(cfg.exp_dir / "infer_config.yaml", config_snapshot(cfg))
+    _write_manifest(cfg, data)
     log.info("%s: test predictions for %d images (%s of %d folds, TTA %s) -> %s", cfg.name, len(data.test_ids),
              cfg.infer.fold_average, data.n_folds, "+".join(chosen), layout.test_pred_csv(cfg))
     return report
+
+
+def _write_manifest(cfg: Config, data: Inputs) -> None:
+    d = cfg.data
+    inputs = {"folds.csv": provenance.Input(layout.folds_csv(cfg), layout.folds_manifest(cfg)),
+              "sample_submission.csv": provenance.Input(d.root / d.sample_submission, key="sample_submission.csv")}
+    inputs.update({f"fold{k}/best.pt": provenance.Input(layout.best_checkpoint(cfg, k), layout.fold_manifest(cfg, k),
+                                                        digest=digest) for k, digest in data.checkpoints.items()})
+    infer = cfg.infer.model_dump(mode="json", exclude={"batch_size"})
+    provenance.write_manifest(
+        layout.infer_manifest(cfg), made=f"infer ran for {cfg.name!r}", command=provenance.command(cfg, "infer"),
+        settings={**recipe(cfg), "infer": infer}, inputs=inputs,
+        outputs={"oof_tta.csv": layout.oof_tta_csv(cfg), "test_pred.csv": layout.test_pred_csv(cfg),
+                 "tta.json": layout.tta_json(cfg)})
 
 
 def oof_pass(cfg: Config, data: Inputs, views: list[str], device: torch.device) -> tuple[dict[str, np.ndarray], dict[str, float]]:

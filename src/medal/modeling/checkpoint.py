@@ -24,11 +24,13 @@ def save_best(path: Path, model: torch.nn.Module, *, classes: list[str], epoch: 
                  "weights": weights, "image_size": image_size, "run_id": run_id})
 
 
-def load_best(path: Path, device: torch.device | str, classes: list[str] | None = None) -> dict:
-    """best.pt's fields; with `classes`, refuses a checkpoint trained on another class order."""
+def load_best(path: Path, device: torch.device | str, classes: list[str] | None = None, retrain: str | None = None) -> dict:
+    """best.pt's fields; with `classes`, refuses a checkpoint trained on another class order. `retrain`: the
+    command that retrains the fold, for the messages (default: a generic one)."""
+    retrain = retrain or f"medal train -c CONFIG --fold {_fold(path)} --force"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: run `medal train -c CONFIG --fold {_fold(path)}` first")
-    state = _load(path, device)
+        raise FileNotFoundError(f"{path} does not exist: run `{retrain}`")
+    state = _load(path, device, retrain)
     if classes is not None and list(state["classes"]) != classes:
         raise ValueError(f"{path} was trained on classes {state['classes']}, but folds.csv has {classes}")
     return state
@@ -40,7 +42,7 @@ def save_last(path: Path, state: dict) -> None:
 
 
 def load_last(path: Path, device: torch.device | str) -> dict:
-    return _load(path, device)
+    return _load(path, device, f"medal train -c CONFIG --fold {_fold(path)} --force")
 
 
 def _save(path: Path, state: dict) -> None:
@@ -48,17 +50,14 @@ def _save(path: Path, state: dict) -> None:
         torch.save(state, tmp)
 
 
-def _load(path: Path, device: torch.device | str) -> dict:
-    """torch.load(weights_only=True), naming the file and what to do when it cannot be read."""
+def _load(path: Path, device: torch.device | str, retrain: str) -> dict:
+    """torch.load(weights_only=True), naming the file and the command that retrains its fold when it cannot
+    be read (--force: train deletes the fold's files and trains it again, since a damaged file makes it stale)."""
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # a truncated zip, a pickle of unsafe types, ...
-        raise ValueError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); {_retrain(path)}") from None
-
-
-def _retrain(path: Path) -> str:
-    # A fold counts as done while its done.json exists, so deleting the damaged file alone would not retrain it.
-    return f"delete {path.parent} and run `medal train -c CONFIG --fold {_fold(path)}` to train that fold again"
+        raise ValueError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); retrain that fold: "
+                         f"`{retrain}`") from None
 
 
 def _fold(path: Path) -> str:
