@@ -14,14 +14,28 @@ def read_train_table(cfg: Config) -> pd.DataFrame:
     """train.csv with every column read as text, so clean.csv and folds.csv repeat its values exactly
     (ids like 007, group ids, numeric targets)."""
     d = cfg.data
-    path = d.root / d.train_csv
-    columns = list(pd.read_csv(path, nrows=0).columns) if path.is_file() else [d.id_col, d.label_col]
-    return read_csv(path, "training CSV", [d.id_col, d.label_col], columns)
+    return read_csv(d.root / d.train_csv, "training CSV", [d.id_col, d.label_col], "all", need_rows=True)
 
 
 def read_sample_submission(cfg: Config) -> pd.DataFrame:
+    """sample_submission.csv, whose ids are the test set: refused when an id is empty or listed twice, since
+    a prediction could then not be matched to one image."""
     d = cfg.data
-    return read_csv(d.root / d.sample_submission, "sample submission", [d.id_col], [d.id_col])
+    path = d.root / d.sample_submission
+    sample = read_csv(path, "sample submission", [d.id_col], [d.id_col], need_rows=True)
+    ids = sample[d.id_col]
+    # Row numbers as in the file, whose header is row 1; read_csv numbers the rows from 0.
+    empty = ids.isna() | (ids.str.strip() == "")
+    if empty.any():
+        raise ValueError(f"sample submission {path} has {int(empty.sum())} empty id(s) in column {d.id_col!r}, "
+                         f"at row(s) {(sample.index[empty] + 2).tolist()[:5]}")
+    repeated = ids[ids.duplicated(keep=False)]
+    if len(repeated):
+        rows = (repeated.index.to_series() + 2).groupby(repeated.to_numpy(), sort=False).agg(list)
+        first = ", ".join(f"{i!r} (rows {', '.join(map(str, r))})" for i, r in rows.head(5).items())
+        raise ValueError(f"sample submission {path} lists {len(rows)} id(s) more than once, e.g. {first}; "
+                         f"each test image must appear once")
+    return sample
 
 
 def read_folds(cfg: Config) -> pd.DataFrame:
