@@ -175,20 +175,20 @@ def read_clean(cfg: Config) -> pd.DataFrame:
     provenance.verify(layout.clean_manifest(cfg), f"{path} has no manifest (made by an older medal, or clean was "
                       f"killed before it finished): run `{provenance.command(cfg, 'clean')}`",
                       layout.competition_files(cfg))
-    columns = list(pd.read_csv(path, nrows=0).columns)
     required = [d.id_col, d.label_col] + ([cfg.folds.group_col] if cfg.folds.group_col else [])
-    return read_csv(path, "clean file", required, columns)
+    return read_csv(path, "clean file", required, "all")
 
 
-# Everything folds writes; their temporaries are its own to remove (clean writes into the same folder).
-OUTPUTS = ("folds.csv", "folds.json", "folds_report.md", "folds_config.yaml")
+def _outputs(cfg: Config) -> list[str]:
+    """Everything folds writes; their temporaries are its own to remove (clean writes into the same folder)."""
+    return [layout.folds_csv(cfg).name, "folds.json", "folds_report.md", "folds_config.yaml"]
 
 
 def run_folds(cfg: Config) -> pd.DataFrame:
     """Read clean.csv, write folds.csv (clean.csv plus `fold`, and fold_s<r> per repeat), folds.json,
     folds_report.md and, last, the manifest that ties folds.csv to the clean.csv it split."""
     with exclusive(layout.lock_file(cfg.data_dir, "folds"), f"folds of {cfg.data.competition}"):
-        remove_stale_temporaries(cfg.data_dir, list(OUTPUTS))
+        remove_stale_temporaries(cfg.data_dir, _outputs(cfg))
         return _make_folds(cfg)
 
 

@@ -76,14 +76,12 @@ def read_inputs(cfg: Config) -> Inputs:
                   checkpoints)
 
 
-# Everything infer writes into the experiment folder; their temporaries are its own to remove.
-OUTPUTS = ("oof_tta.csv", "test_pred.csv", "tta.json", "infer_config.yaml")
-
-
 def run_infer(cfg: Config) -> dict:
     """Write oof_tta.csv, test_pred.csv, tta.json and, last, their manifest; return the TTA report."""
     with exclusive(layout.lock_file(cfg.exp_dir, "infer"), f"infer of {cfg.name!r}"):
-        remove_stale_temporaries(cfg.exp_dir, list(OUTPUTS))
+        # Only infer's own temporaries: train writes into the same folder, and may be running.
+        outputs = [layout.oof_tta_csv(cfg), layout.test_pred_csv(cfg), layout.tta_json(cfg)]
+        remove_stale_temporaries(cfg.exp_dir, [p.name for p in outputs] + ["infer_config.yaml"])
         return _infer(cfg)
 
 
