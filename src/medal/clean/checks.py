@@ -15,6 +15,7 @@ REASONS = {
     "missing_label": "the label is empty",
     "unknown_label": "the label is not one of the competition's classes",
     "duplicate_id": "the id appears more than once in the CSV (first row kept)",
+    "outside_data_dir": "the id leads outside the image folder (an absolute path, '..' or a symlink): never opened",
     "missing_file": "the CSV lists a file that does not exist",
     "unreadable": "the file exists but cannot be read (a folder, or no permission)",
     "empty_file": "the file has zero bytes",
@@ -33,8 +34,8 @@ REASONS = {
 }
 
 # Findings that leave no usable row: dropped whatever the policy says.
-ALWAYS_DROP = ("missing_label", "duplicate_id", "missing_file", "unreadable", "empty_file", "not_an_image",
-               "truncated", "corrupt")
+ALWAYS_DROP = ("missing_label", "duplicate_id", "outside_data_dir", "missing_file", "unreadable", "empty_file",
+               "not_an_image", "truncated", "corrupt")
 
 Finding = tuple[str, str]
 

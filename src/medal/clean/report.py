@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from medal.clean.checks import REASONS, Finding
-from medal.clean.scan import FileScan
+from medal.clean.scan import TestScan
 from medal.core import layout
 from medal.core.config import Config, config_snapshot
 from medal.core.io import write_csv, write_json, write_text
@@ -15,6 +16,20 @@ from medal.core.log import get_logger
 from medal.core.report import Document
 
 _LOG_LINES = 20  # dropped rows logged one by one; the rest are in dropped.csv
+_EXAMPLES = 5  # test images named per kind of finding in the log and the JSON; all are in test_findings.csv
+
+
+def recorded_outputs(cfg: Config) -> list[Path]:
+    """The outputs clean's manifest records: the files later stages and people act on."""
+    out = cfg.data_dir
+    return [layout.clean_csv(cfg), layout.dropped_csv(cfg), layout.duplicates_csv(cfg), out / "findings.csv",
+            out / "test_findings.csv"]
+
+
+def output_files(cfg: Config) -> list[Path]:
+    """Every file clean writes into the competition's output folder (the manifest aside)."""
+    out = cfg.data_dir
+    return [*recorded_outputs(cfg), out / "clean_report.json", out / "clean_report.md", out / "clean_config.yaml"]
 
 
 def findings_frame(cfg: Config, table: pd.DataFrame, findings: list[list[Finding]], drop_by: list[Finding | None],
@@ -44,7 +59,7 @@ def duplicates_frame(cfg: Config, table: pd.DataFrame, groups: pd.DataFrame, is_
 
 
 def summary(cfg: Config, table: pd.DataFrame, kept: pd.DataFrame, dropped: pd.DataFrame, found: pd.DataFrame,
-            dups: pd.DataFrame, stats: dict, test_scans: list[FileScan] | None) -> dict:
+            dups: pd.DataFrame, stats: dict, test: TestScan | None) -> dict:
     """The JSON report: counts per reason (dropped and found), duplicates, normalised images, the scan."""
     good = stats["good"]
     by_group = dups.groupby("group", sort=True) if len(dups) else None
@@ -67,14 +82,26 @@ def summary(cfg: Config, table: pd.DataFrame, kept: pd.DataFrame, dropped: pd.Da
         "scan": {"images": stats["scanned"], "seconds": round(stats["seconds"], 3),
                  "images_per_s": round(stats["scanned"] / stats["seconds"], 1) if stats["seconds"] else None},
     }
-    if test_scans is not None:
-        bad = [s for s in test_scans if s.reason is not None]
-        report["test_cache"] = {"images": len(test_scans), "cached": sum(s.cached for s in test_scans),
+    if test is not None:
+        report["test_findings"] = test_summary(cfg, test)
+    if test is not None and cfg.data.cache_max_side > 0:
+        bad = [s for s in test.scans if s.reason is not None]
+        report["test_cache"] = {"images": len(test.scans), "cached": sum(s.cached for s in test.scans),
                                 "unreadable": [f"[{s.reason}] {s.detail}" for s in bad]}
     return report
 
 
-def markdown(report: dict, dropped: pd.DataFrame, found: pd.DataFrame, dups: pd.DataFrame) -> str:
+def test_summary(cfg: Config, test: TestScan) -> dict:
+    """The test images' scan for the JSON report: counts per reason and the first few ids of each."""
+    found = test.findings
+    ids = found.groupby("reason", sort=False)[cfg.data.id_col].agg(list) if len(found) else {}
+    return {"images": test.images, "with_findings": len(found), "seconds": round(test.seconds, 3),
+            "by_reason": {reason: len(members) for reason, members in ids.items()},
+            "examples": {reason: members[:_EXAMPLES] for reason, members in ids.items()}}
+
+
+def markdown(report: dict, dropped: pd.DataFrame, found: pd.DataFrame, dups: pd.DataFrame,
+             test_found: pd.DataFrame) -> str:
     """clean_report.md: the counts, the policy, the duplicate groups that conflict, and every dropped row."""
     doc = Document("clean report").text(f"{report['rows']} rows read, {report['kept']} kept, {report['dropped']} dropped.")
     if report["findings"]:
@@ -106,24 +133,40 @@ def markdown(report: dict, dropped: pd.DataFrame, found: pd.DataFrame, dups: pd.
     unlisted = found[found["reason"] == "unlisted_file"]
     if len(unlisted):
         doc.heading(f"{len(unlisted)} files no row lists").bullets(unlisted["detail"].head(50))
+    if "test_findings" in report:
+        _test_section(doc, report["test_findings"], test_found)
     return doc.markdown()
+
+
+def _test_section(doc: Document, summary: dict, found: pd.DataFrame) -> None:
+    doc.heading("Test images").text(
+        f"{summary['images']} test images checked (the sample submission's ids), {summary['with_findings']} that "
+        "inference cannot read" + (": each needs a prediction, so replace them (test_findings.csv)."
+                                   if len(found) else "."))
+    if len(found):
+        doc.table(pd.DataFrame([(reason, count, REASONS[reason]) for reason, count in summary["by_reason"].items()],
+                               columns=["reason", "count", "meaning"]), index=False)
+        doc.bullets(f"`{r}`: {d}" for r, d in zip(found["reason"].head(50), found["detail"].head(50)))
 
 
 def write_reports(cfg: Config, table: pd.DataFrame, kept: pd.DataFrame, dropped: pd.DataFrame,
                   findings: list[list[Finding]], drop_by: list[Finding | None], unlisted: list[str], stats: dict,
-                  test_scans: list[FileScan] | None) -> dict:
+                  test: TestScan | None) -> dict:
     """Write every clean output atomically under the competition's output folder; return the JSON report."""
     out = cfg.data_dir
     is_dropped = np.array([f is not None for f in drop_by], dtype=bool)
     found = findings_frame(cfg, table, findings, drop_by, unlisted)
     dups = duplicates_frame(cfg, table, stats["duplicates"], is_dropped)
-    report = summary(cfg, table, kept, dropped, found, dups, stats, test_scans)
+    report = summary(cfg, table, kept, dropped, found, dups, stats, test)
+    # Written even without a sample submission, so that every run leaves the same files.
+    test_found = test.findings if test is not None else pd.DataFrame(columns=[cfg.data.id_col, "reason", "detail"])
     write_csv(layout.clean_csv(cfg), kept)
     write_csv(layout.dropped_csv(cfg), dropped)
     write_csv(out / "findings.csv", found)
+    write_csv(out / "test_findings.csv", test_found)
     write_csv(layout.duplicates_csv(cfg), dups)
     write_json(out / "clean_report.json", report)
-    write_text(out / "clean_report.md", markdown(report, dropped, found, dups))
+    write_text(out / "clean_report.md", markdown(report, dropped, found, dups, test_found))
     write_text(out / "clean_config.yaml", config_snapshot(cfg))
     _log(cfg, report, dropped)
     return report
@@ -144,5 +187,9 @@ def _log(cfg: Config, report: dict, dropped: pd.DataFrame) -> None:
         log.info("  dropped [%s] %s", reason, detail)
     if len(dropped) > _LOG_LINES:
         log.info("  ... %d more in %s", len(dropped) - _LOG_LINES, layout.dropped_csv(cfg))
-    for line in report.get("test_cache", {}).get("unreadable", []):
-        log.warning("  test image %s: inference will fail on it", line)
+    test = report.get("test_findings")
+    for reason, count in (test["by_reason"].items() if test else ()):
+        examples = ", ".join(test["examples"][reason]) + (", ..." if count > _EXAMPLES else "")
+        log.warning("clean: %d test image%s [%s] (%s): %s; inference cannot read %s, see %s", count,
+                    "s" if count > 1 else "", reason, REASONS[reason], examples, "them" if count > 1 else "it",
+                    cfg.data_dir / "test_findings.csv")

@@ -7,10 +7,13 @@ and inference use, so a file that passes here loads there.
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import multiprocessing
 import os
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
@@ -19,6 +22,7 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from medal.core.log import progress
@@ -45,6 +49,14 @@ class FileScan(NamedTuple):
     blank: float = 0.0   # share of the pixels in the most common exact colour
     notes: str = ""      # normalisations decode_rgb applies, ';'-joined (greyscale, cmyk, alpha, ...)
     cached: bool = False
+
+
+class TestScan(NamedTuple):
+    """The scan of the test images (sample_submission's ids): nothing is dropped, the findings are reported."""
+    images: int               # ids in the sample submission
+    scans: list[FileScan]     # one per image read (ids outside the test folder are not)
+    findings: pd.DataFrame    # id, reason, detail: one row per image inference could not read
+    seconds: float
 
 
 class ScanJob(NamedTuple):
@@ -159,11 +171,27 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
+    _die_with_parent(parent)
     # The processes are the parallelism; OpenCV's own threads would only contend. 0 (run serially), not 1:
     # after a fork from a parent that has used OpenCV's thread pool, setNumThreads(1) hangs (OpenCV 5,
     # pthreads backend), while 0 is what DataLoader workers set too.
     cv2.setNumThreads(0)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this worker when `parent` dies (Linux; elsewhere a no-op). A killed clean
+    (SIGKILL, an out-of-memory kill) runs no cleanup, and its workers would otherwise scan on, or wait
+    for work, forever."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    # The parent may have died between the fork and prctl: the signal was then never armed.
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _scan_chunk(jobs: list[ScanJob], cache: CacheSpec | None) -> list[FileScan]:
@@ -196,7 +224,8 @@ def scan_files(jobs: list[ScanJob], workers: int = 0, cache: CacheSpec | None = 
         # fork: workers start in milliseconds and inherit the imports; spawn re-imports torch per worker.
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context, initializer=_init_worker) as pool:
+        with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context, initializer=_init_worker,
+                                 initargs=(os.getpid(),)) as pool:
             for part in pool.map(partial(_scan_chunk, cache=cache), chunks):
                 results.extend(part)
                 bar.update(len(part))

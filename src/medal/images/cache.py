@@ -8,6 +8,7 @@ through `medal.images.paths.image_path`. A copy older than its source is rewritt
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +36,20 @@ def cache_dir(data_dir: Path, split: str, spec: CacheSpec) -> Path:
 
 def cached_file(data_dir: Path, split: str, spec: CacheSpec, file_name: str) -> Path:
     """The cached copy of `file_name` (the id plus image_ext); the format's suffix is appended, not swapped,
-    so that a.png and a.jpg cannot collide."""
-    return cache_dir(data_dir, split, spec) / f"{file_name}.{spec.fmt}"
+    so that a.png and a.jpg cannot collide. ValueError when the name would lead outside the cache folder."""
+    return Path(cached_name(str(cache_dir(data_dir, split, spec)), file_name, spec.fmt))
+
+
+def cached_name(folder: str, file_name: str, fmt: str) -> str:
+    """cached_file as text under the cache folder `folder` (clean builds thousands: pathlib costs more per
+    file than the scan). ValueError naming the id when an absolute name or '..' would leave `folder`."""
+    target = os.path.join(folder, f"{file_name}.{fmt}")
+    # Lexical, not realpath: the cache folder is medal's own and holds no links; only the name comes from a CSV.
+    if not os.path.normpath(target).startswith(os.path.join(os.path.normpath(folder), "")):
+        raise ValueError(f"the cached copy of image {file_name!r} would be written to {os.path.normpath(target)}, "
+                         f"outside the cache folder {folder}: an id must not be an absolute path or climb out "
+                         "with '..'")
+    return target
 
 
 def is_fresh(target: Path, source: Path) -> bool:

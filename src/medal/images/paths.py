@@ -28,6 +28,12 @@ def outside_folder(cfg: Config, ids: list[str], split: str) -> list[str]:
     parents: dict[str, str] = {}  # resolving each file's folder once: ids share a few folders
     outside = []
     for image_id in ids:
+        relative = os.path.normpath(f"{image_id}{ext}")
+        # Climbing out as text counts even where a symlinked folder would lead the real path back inside:
+        # the cache copy's path is built from the same text, without the link.
+        if os.path.isabs(relative) or relative == ".." or relative.startswith(os.path.join("..", "")):
+            outside.append(image_id)
+            continue
         parent, name = os.path.split(os.path.join(base, f"{image_id}{ext}"))
         if parent not in parents:
             parents[parent] = os.path.realpath(parent)
