@@ -9,7 +9,9 @@ import pytest
 from conftest import EXPERIMENTS, N_FOLDS
 
 from medal.blend.members import Member, correlation_matrix
+from medal.blend.methods import methods_for
 from medal.blend.run import run_blend
+from medal.core import layout, provenance
 from medal.core.config import Config
 from medal.core.io import read_csv
 from medal.core.metrics import score
@@ -28,9 +30,30 @@ def copied(pipeline, tmp_path) -> Config:
     return pipeline.cfg("tiny_resnet", f"output_dir={out}", f"blend.submission_dir={tmp_path / 'subs'}")
 
 
-def edit_csv(path, edit) -> None:
+def write_upstream_manifests(cfg: Config, experiments: list[str]) -> None:
+    """The manifests `medal folds` and `medal infer` write, over folds.csv and each experiment's prediction
+    files as they are now, so that blend's provenance checks pass and a test reaches the check it is about.
+    The folds manifest is written only where there is none. Call it again after editing a prediction file."""
+    folds = layout.folds_csv(cfg)
+    if not layout.folds_manifest(cfg).is_file():
+        provenance.write_manifest(layout.folds_manifest(cfg), made="folds.csv was made",
+                                  command=provenance.command(cfg, "folds"), settings={}, inputs=[],
+                                  outputs=[folds])
+    for name in experiments:
+        outputs = {"oof_tta.csv": layout.oof_tta_csv(cfg, name), "test_pred.csv": layout.test_pred_csv(cfg, name),
+                   "tta.json": layout.tta_json(cfg, name)}
+        provenance.write_manifest(layout.infer_manifest(cfg, name), made=f"infer ran for {name!r}",
+                                  command=f"medal infer -c {name}.yaml", settings={},
+                                  inputs=[provenance.Input(folds, layout.folds_manifest(cfg))],
+                                  outputs=[p for p in outputs.values() if p.is_file()])
+
+
+def edit_csv(cfg: Config, path, edit) -> None:
+    """Edit an experiment's prediction file, then vouch for it as infer would have written it, so the blend
+    reads it and the test reaches its own check rather than the stale manifest."""
     frame = pd.read_csv(path, dtype={"image_id": str})
     edit(frame).to_csv(path, index=False)
+    write_upstream_manifests(cfg, [path.parent.name])
 
 
 def test_blend_stage_exits_0_and_prints_the_submission_path(pipeline):
@@ -120,7 +143,7 @@ def test_single_member_submission_is_its_own_argmax_under_the_given_name(copied,
 def test_blend_aligns_members_by_id_not_by_row_order(pipeline, copied):
     for name in EXPERIMENTS:
         for file in ["oof_tta.csv", "test_pred.csv"]:
-            edit_csv(copied.data_dir / name / file, lambda f: f.sample(frac=1.0, random_state=3))
+            edit_csv(copied, copied.data_dir / name / file, lambda f: f.sample(frac=1.0, random_state=3))
     report = run_blend(copied, list(EXPERIMENTS), "shuffled")
     original = json.loads((pipeline.data_dir / "blend_e2e" / "blend.json").read_text())
     assert report["blend_cv"] == pytest.approx(original["blend_cv"])
@@ -132,7 +155,7 @@ def test_blend_aligns_members_by_id_not_by_row_order(pipeline, copied):
 def test_blend_refuses_an_oof_missing_an_id_naming_experiment_and_id(copied):
     path = copied.data_dir / "tiny_effnet" / "oof_tta.csv"
     dropped = pd.read_csv(path, dtype={"image_id": str})["image_id"].iloc[5]
-    edit_csv(path, lambda f: f.drop(index=5))
+    edit_csv(copied, path, lambda f: f.drop(index=5))
     with pytest.raises(ValueError, match=rf"OOF of 'tiny_effnet' does not cover folds.csv: missing ids \['{dropped}'\]"):
         run_blend(copied, list(EXPERIMENTS))
     assert not (copied.blend.submission_dir / "e2e.csv").exists()
@@ -146,7 +169,7 @@ def test_blend_refuses_an_oof_made_from_other_folds_naming_experiment_and_id(cop
         f.loc[3, "fold"] = (f.loc[3, "fold"] + 1) % N_FOLDS
         return f
 
-    edit_csv(path, move_row_3)
+    edit_csv(copied, path, move_row_3)
     with pytest.raises(ValueError, match=rf"OOF of 'tiny_resnet' has a different fold than folds.csv for ids \['{moved}'\]"):
         run_blend(copied, list(EXPERIMENTS))
 
@@ -159,7 +182,7 @@ def test_blend_refuses_an_oof_with_other_targets_naming_experiment_and_id(copied
         f.loc[0, "target"] = (f.loc[0, "target"] + 1) % 10
         return f
 
-    edit_csv(path, relabel_row_0)
+    edit_csv(copied, path, relabel_row_0)
     with pytest.raises(ValueError, match=rf"OOF of 'tiny_resnet' has a different target than folds.csv for ids \['{changed}'\]"):
         run_blend(copied, list(EXPERIMENTS))
 
@@ -172,7 +195,7 @@ def test_blend_refuses_an_oof_with_an_unknown_id(copied):
         extra["image_id"] = "stranger"
         return pd.concat([f, extra])
 
-    edit_csv(path, add_stranger)
+    edit_csv(copied, path, add_stranger)
     with pytest.raises(ValueError, match=r"OOF of 'tiny_effnet' .*unknown ids \['stranger'\]"):
         run_blend(copied, list(EXPERIMENTS))
 
@@ -180,13 +203,13 @@ def test_blend_refuses_an_oof_with_an_unknown_id(copied):
 def test_blend_refuses_test_predictions_missing_a_sample_id(copied):
     path = copied.data_dir / "tiny_effnet" / "test_pred.csv"
     lost = pd.read_csv(path, dtype={"image_id": str})["image_id"].iloc[-1]
-    edit_csv(path, lambda f: f.iloc[:-1])
+    edit_csv(copied, path, lambda f: f.iloc[:-1])
     with pytest.raises(ValueError, match=rf"test predictions of 'tiny_effnet' .* missing \['{lost}'\]"):
         run_blend(copied, list(EXPERIMENTS))
 
 
 def test_blend_refuses_an_experiment_with_no_outputs_naming_it(copied):
-    with pytest.raises(FileNotFoundError, match="experiment 'never_trained' has no OOF file"):
+    with pytest.raises(FileNotFoundError, match="experiment 'never_trained' does not exist"):
         run_blend(copied, ["tiny_resnet", "never_trained"])
 
 
@@ -207,11 +230,9 @@ def compared(pipeline, tmp_path_factory) -> tuple[Config, dict]:
     return cfg, run_blend(cfg, None, "cmp")
 
 
-def test_compare_scores_every_method_in_sample_and_nested(compared):
-    from medal.blend.methods import METHODS
-
+def test_compare_scores_every_probability_method_in_sample_and_nested(compared):
     _, report = compared
-    assert list(report["methods"]) == list(METHODS)
+    assert list(report["methods"]) == methods_for("accuracy") == ["mean", "greedy", "caruana", "optimize"]
     for name, result in report["methods"].items():
         assert 0.0 <= result["nested_cv"] <= 1.0 and 0.0 <= result["in_sample"] <= 1.0
         assert len(result["nested_per_fold"]) == len(result["fold_weights"]) == N_FOLDS
@@ -255,8 +276,9 @@ def test_blend_report_holds_models_weights_correlations_and_both_cvs(compared):
         assert heading in text
     assert f"nested CV **{report['blend_cv']:.4f}**, in-sample {report['blend_in_sample']:.4f}" in text
     assert "| | cv | fold_mean | fold_std | cv_no_tta | tta_gain | tta_views | weight | fold 0 | fold 1 |" in text
-    for name in ["mean", "rank", "greedy", "caruana", "optimize", *EXPERIMENTS]:
+    for name in ["mean", "greedy", "caruana", "optimize", *EXPERIMENTS]:
         assert f"| {name} |" in text
+    assert "| rank |" not in text  # accuracy reads probabilities: compare does not offer the rank blend
 
 
 def test_correlation_heatmap_is_a_png_image(compared):
@@ -277,7 +299,7 @@ def test_blend_compare_flag_on_the_command_line(pipeline, tmp_path, capsys):
                  f"output_dir={out}", f"blend.submission_dir={tmp_path / 'subs'}"])
     assert code == 0 and capsys.readouterr().out.strip() == str(tmp_path / "subs" / "flag.csv")
     report = json.loads((out / pipeline.root.name / "blend_flag" / "blend.json").read_text())
-    assert len(report["methods"]) == 5
+    assert list(report["methods"]) == methods_for("accuracy")
 
 
 def test_blend_refuses_an_experiment_named_twice(copied):
@@ -307,3 +329,226 @@ def test_a_stray_option_is_still_refused(pipeline):
 
     with pytest.raises(SystemExit):
         main(["check-submission", str(pipeline.submission), "-c", str(pipeline.configs["tiny_resnet"]), "--bogus"])
+
+
+# A competition made by hand: folds.csv, a sample submission and each member's predictions, with the
+# manifests folds and infer write. Issue 10: submissions in the sample's format, probabilities as probabilities.
+
+HAND_CLASSES = ["ant", "bee", "cow"]
+HAND_TRAIN = [f"tr{i:03d}" for i in range(60)]
+HAND_TEST = [f"te{i:03d}" for i in range(20)]
+HAND_TARGETS = np.arange(60) % 3
+HAND_FOLDS = (np.arange(60) // 3) % 3  # every fold holds every class
+
+
+def softmax_model(seed: int, targets: np.ndarray) -> np.ndarray:
+    """float32 softmax of the truth plus noise, as infer writes them: rows sum to 1 up to float32 rounding."""
+    z = np.eye(3)[targets] * 1.5 + np.random.default_rng(seed).normal(size=(len(targets), 3))
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def handmade(tmp_path, members: dict[str, tuple[np.ndarray, np.ndarray]], metric: str = "accuracy",
+             sample: str = "probs", *overrides: str) -> Config:
+    """Write the competition and each member's (OOF, test) predictions; return its config (blend.method=compare)."""
+    from conftest import write_yaml
+
+    from medal.core.config import load_config
+    from medal.core.predictions import prediction_frame
+
+    root, out = tmp_path / "comp", tmp_path / "outputs"
+    root.mkdir()
+    columns = {c: 1 / 3 for c in HAND_CLASSES} if sample == "probs" else {"label": HAND_CLASSES[0]}
+    pd.DataFrame({"image_id": HAND_TEST, **columns}).to_csv(root / "sample_submission.csv", index=False)
+    config = write_yaml(tmp_path / "hand.yaml", {
+        "name": "hand", "metric": metric, "output_dir": str(out), "data": {"root": str(root)},
+        "blend": {"experiments": list(members), "method": "compare", "submission_dir": str(tmp_path / "subs"),
+                  "submission_name": "hand"}})
+    cfg = load_config(config, list(overrides))
+    layout.folds_csv(cfg).parent.mkdir(parents=True)
+    pd.DataFrame({"image_id": HAND_TRAIN, "label": np.asarray(HAND_CLASSES)[HAND_TARGETS],
+                  "fold": HAND_FOLDS}).to_csv(layout.folds_csv(cfg), index=False)
+    for name, (oof, test) in members.items():
+        layout.oof_tta_csv(cfg, name).parent.mkdir(parents=True)
+        prediction_frame("image_id", HAND_TRAIN, HAND_CLASSES, oof, fold=HAND_FOLDS,
+                         target=HAND_TARGETS).to_csv(layout.oof_tta_csv(cfg, name), index=False)
+        prediction_frame("image_id", HAND_TEST, HAND_CLASSES, test).to_csv(layout.test_pred_csv(cfg, name), index=False)
+    write_upstream_manifests(cfg, list(members))
+    return cfg
+
+
+def member(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    return softmax_model(seed, HAND_TARGETS), softmax_model(seed + 100, np.arange(20) % 3)
+
+
+def submission_values(cfg: Config, name: str = "hand") -> np.ndarray:
+    sub = pd.read_csv(layout.submission_csv(cfg, name), dtype={"image_id": str})
+    assert sub["image_id"].tolist() == HAND_TEST and list(sub.columns) == ["image_id", *HAND_CLASSES]
+    return sub[HAND_CLASSES].to_numpy()
+
+
+def test_handmade_members_pass_the_provenance_checks_blend_makes(tmp_path):
+    from medal.blend.members import require_current_predictions
+
+    cfg = handmade(tmp_path, {"solo": member(1)})
+    require_current_predictions(cfg, "solo")  # the helper's manifests are what load_member expects
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "log_loss"])
+def test_one_experiment_with_a_probability_sample_writes_its_own_probabilities(tmp_path, metric):
+    # Issue 10: compare chose `rank` for one model and wrote per-class ranks whose rows summed to 3..6.
+    oof, test = member(1)
+    cfg = handmade(tmp_path, {"solo": (oof, test)}, metric)
+    report = run_blend(cfg)
+    written = submission_values(cfg)
+    np.testing.assert_allclose(written.sum(axis=1), 1.0, atol=1e-6)
+    saved = pd.read_csv(layout.test_pred_csv(cfg, "solo"))[HAND_CLASSES].to_numpy()
+    np.testing.assert_allclose(written, saved, rtol=1e-6, atol=0)
+    assert report["method"] == "single" and report["weights"] == {"solo": 1.0}
+    assert list(report["methods"]) == ["single"]
+    assert report["blend_cv"] == report["blend_in_sample"] == pytest.approx(score(metric, HAND_TARGETS, oof))
+
+
+def test_one_experiment_skips_the_method_search_and_says_so(tmp_path, caplog, monkeypatch):
+    import logging
+
+    from medal.blend import run as blend_run
+    from medal.core.log import get_logger
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("a blend of one experiment has no method to search")
+
+    monkeypatch.setattr(blend_run, "evaluate_method", no_search)
+    monkeypatch.setattr(get_logger(), "propagate", True)
+    cfg = handmade(tmp_path, {"solo": member(1)})
+    with caplog.at_level(logging.INFO, logger="medal"):
+        run_blend(cfg)
+    assert "blend of one experiment (solo): no method to choose; its test predictions are written as they are" in caplog.text
+
+
+def test_one_experiment_still_writes_the_report(tmp_path):
+    cfg = handmade(tmp_path, {"solo": member(1)})
+    run_blend(cfg)
+    report = json.loads((layout.blend_dir(cfg, "hand") / "blend.json").read_text())
+    assert report["method"] == "single" and report["members"] == ["solo"]
+    assert "Method: **single**" in (layout.blend_dir(cfg, "hand") / "report.md").read_text()
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "log_loss", "qwk"])
+def test_compare_of_several_experiments_writes_probabilities_for_a_metric_that_reads_them(tmp_path, metric):
+    cfg = handmade(tmp_path, {"a": member(1), "b": member(2), "c": member(3)}, metric)
+    report = run_blend(cfg)
+    assert "rank" not in report["methods"] and report["method"] != "rank"
+    written = submission_values(cfg)
+    assert (written >= 0).all()
+    np.testing.assert_allclose(written.sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_compare_says_it_leaves_the_rank_blend_out(tmp_path, caplog, monkeypatch):
+    import logging
+
+    from medal.core.log import get_logger
+
+    monkeypatch.setattr(get_logger(), "propagate", True)
+    cfg = handmade(tmp_path, {"a": member(1), "b": member(2)}, "log_loss")
+    with caplog.at_level(logging.INFO, logger="medal"):
+        run_blend(cfg)
+    assert "compare leaves out rank: it blends per-class ranks, and metric log_loss reads probabilities" in caplog.text
+
+
+def test_compare_offers_the_rank_blend_to_roc_auc(tmp_path):
+    cfg = handmade(tmp_path, {"a": member(1), "b": member(2)}, "roc_auc")
+    report = run_blend(cfg)
+    assert list(report["methods"]) == methods_for("roc_auc") and "rank" in report["methods"]
+
+
+def test_scores_in_a_members_test_predictions_are_refused_not_written(tmp_path):
+    # A member inferred with infer.fold_average=rank (before that was refused for accuracy) holds ranks.
+    oof, test = member(1)
+    ranks = (np.argsort(np.argsort(test, axis=0), axis=0) / (len(test) - 1)).astype(np.float64)
+    cfg = handmade(tmp_path, {"a": (oof, ranks), "b": member(2)}, "accuracy", "probs", "blend.method=mean")
+    with pytest.raises(ValueError, match=r"the mean blend of \['a', 'b'\] gives \d+ of 20 test rows that are not "
+                                         r"probabilities \(the row of id 'te\d+' sums to [\d.]+\).*infer.fold_average=mean"):
+        run_blend(cfg)
+    assert not layout.submission_csv(cfg, "hand").exists()
+
+
+def test_a_label_sample_still_gets_labels(tmp_path):
+    oof, test = member(1)
+    cfg = handmade(tmp_path, {"solo": (oof, test)}, "accuracy", "label")
+    run_blend(cfg)
+    sub = pd.read_csv(layout.submission_csv(cfg, "hand"), dtype=str)
+    assert sub["label"].tolist() == [HAND_CLASSES[i] for i in test.argmax(axis=1)]
+
+
+# Provenance: a lock while it runs, the manifest written last, invalidated before the outputs are rewritten.
+
+
+def test_blend_writes_a_manifest_that_verifies_and_names_its_inputs_and_outputs(tmp_path):
+    cfg = handmade(tmp_path, {"a": member(1), "b": member(2)})
+    run_blend(cfg)
+    path = layout.blend_manifest(cfg, "hand")
+    record = provenance.verify(path, "no manifest", layout.competition_files(cfg))
+    assert record["made"] == "submission 'hand' was blended"
+    assert record["command"] == f"medal blend -c {tmp_path / 'hand.yaml'} a b --name hand"
+    assert set(record["inputs"]) == {"folds.csv", "sample_submission.csv", "a/oof_tta.csv", "a/test_pred.csv",
+                                     "b/oof_tta.csv", "b/test_pred.csv"}
+    assert record["inputs"]["a/test_pred.csv"]["sha256"] == provenance.sha256(layout.test_pred_csv(cfg, "a"))
+    assert set(record["outputs"]) == {"submission", "blend.json"}
+    assert record["outputs"]["submission"]["sha256"] == provenance.sha256(layout.submission_csv(cfg, "hand"))
+    assert record["settings"]["metric"] == "accuracy" and record["settings"]["blend"]["method"] == "compare"
+    assert not {"experiments", "submission_dir"} & set(record["settings"]["blend"])
+
+
+def test_the_blend_manifest_goes_stale_when_a_member_is_re_inferred(tmp_path):
+    cfg = handmade(tmp_path, {"a": member(1), "b": member(2)})
+    run_blend(cfg)
+    prediction = layout.test_pred_csv(cfg, "b")
+    pd.read_csv(prediction).assign(ant=0.5, bee=0.25, cow=0.25).to_csv(prediction, index=False)
+    write_upstream_manifests(cfg, ["b"])
+    with pytest.raises(provenance.StaleError, match=r"b/test_pred.csv changed since submission 'hand' was blended"):
+        provenance.verify(layout.blend_manifest(cfg, "hand"), "no manifest", layout.competition_files(cfg))
+
+
+def test_the_manifest_records_the_predictions_as_blended_even_if_re_inferred_meanwhile(tmp_path, monkeypatch):
+    from medal.blend import run as blend_run
+
+    cfg = handmade(tmp_path, {"a": member(1), "b": member(2)})
+    write_report = blend_run.write_report
+
+    def infer_rewrites_b_meanwhile(*args, **kwargs):
+        prediction = layout.test_pred_csv(cfg, "b")
+        pd.read_csv(prediction).assign(ant=0.5, bee=0.25, cow=0.25).to_csv(prediction, index=False)
+        write_upstream_manifests(cfg, ["b"])
+        write_report(*args, **kwargs)
+
+    monkeypatch.setattr(blend_run, "write_report", infer_rewrites_b_meanwhile)
+    run_blend(cfg)
+    with pytest.raises(provenance.StaleError, match=r"b/test_pred.csv changed since submission 'hand' was blended"):
+        provenance.verify(layout.blend_manifest(cfg, "hand"), "no manifest", layout.competition_files(cfg))
+
+
+def test_a_blend_that_fails_after_rewriting_the_submission_leaves_no_manifest(tmp_path, monkeypatch):
+    from medal.blend import run as blend_run
+
+    cfg = handmade(tmp_path, {"a": member(1), "b": member(2)})
+    run_blend(cfg)
+    assert layout.blend_manifest(cfg, "hand").is_file()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(blend_run, "write_report", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_blend(cfg)
+    assert not layout.blend_manifest(cfg, "hand").exists()  # nothing vouches for a half-written blend
+
+
+def test_a_blend_of_a_name_in_progress_is_refused(tmp_path):
+    from medal.core.locks import LockedError, exclusive
+
+    cfg = handmade(tmp_path, {"a": member(1)})
+    held = exclusive(layout.lock_file(layout.blend_dir(cfg, "hand"), "blend"), "blend 'hand'")
+    with held, pytest.raises(LockedError, match=r"blend 'hand' is in use by process"):
+        run_blend(cfg)
+    run_blend(cfg)  # released: the next one runs

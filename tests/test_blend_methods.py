@@ -220,3 +220,26 @@ def test_chunked_addition_scores_equal_the_plain_per_model_scores_on_ties(metric
         assert len(set(got.tolist())) > 1
         last = confusion_score(metric, confusions(targets, n_classes - 1 - blends[:, ::-1].argmax(axis=1), n_classes))
         assert not np.array_equal(got, last)
+
+
+def test_compare_offers_the_rank_blend_only_to_a_metric_that_reads_ranks():
+    from medal.blend.methods import methods_for
+    from medal.core.metrics import METRICS
+
+    assert methods_for("roc_auc") == list(METHODS)
+    for metric in set(METRICS) - {"roc_auc"}:
+        assert methods_for(metric) == ["mean", "greedy", "caruana", "optimize"], metric
+
+
+def test_every_method_but_rank_blends_probabilities_into_probabilities():
+    # Why compare may offer them to any metric: non-negative weights summing to 1 keep rows distributions.
+    from medal.blend.methods import methods_for
+
+    preds = np.stack([GOOD, DIVERSE, WEAK])
+    for name in methods_for("accuracy"):
+        result = evaluate_method(name, preds, TARGETS, FOLDS, ctx())
+        np.testing.assert_allclose(apply_weights(preds, result.weights, METHODS[name].space).sum(axis=1), 1.0,
+                                   err_msg=name)
+    ranked = apply_weights(preds, np.full(3, 1 / 3), METHODS["rank"].space).sum(axis=1)
+    # The reported bug: each rank column averages 1/2, so rank rows sum to C/2 on average, not 1.
+    assert ranked.mean() == pytest.approx(C / 2) and np.abs(ranked - 1.0).min() > 0.1

@@ -237,3 +237,48 @@ def test_describe_keys_lists_dotted_keys_with_defaults():
 def test_blend_defaults_to_comparing_every_method_by_nested_cv(tmp_path, data_root):
     cfg = load_config(write_yaml(tmp_path / "c.yaml", {"name": "x", "data": {"root": str(data_root)}}), [])
     assert cfg.blend.method == "compare"
+
+
+# Rank settings write per-class ranks, not probabilities: only for a metric that reads them (issue 10).
+
+
+def test_a_rank_blend_is_refused_for_a_metric_that_reads_probabilities_naming_key_and_metric(family):
+    with pytest.raises(ConfigError) as err:
+        load_config(family, ["metric=log_loss", "blend.method=rank"])
+    assert str(err.value) == (
+        f"invalid config {family}:\n"
+        "  blend.method: rank blends per-class ranks, which metric 'log_loss' does not read (only roc_auc reads "
+        "ranks); use mean, greedy, caruana or optimize, or compare (got 'rank')")
+
+
+def test_a_rank_fold_average_is_refused_for_a_metric_that_reads_probabilities(family):
+    with pytest.raises(ConfigError, match=r"infer.fold_average: rank averages the fold models' per-class ranks, which "
+                                          r"metric 'accuracy' does not read \(only roc_auc reads ranks\); use mean"):
+        load_config(family, ["infer.fold_average=rank"])
+
+
+def test_both_rank_settings_are_listed_in_one_error(family):
+    with pytest.raises(ConfigError) as err:
+        load_config(family, ["metric=qwk", "infer.fold_average=rank", "blend.method=rank"])
+    lines = str(err.value).splitlines()[1:]
+    assert [line.split(":")[0].strip() for line in lines] == ["blend.method", "infer.fold_average"]
+
+
+def test_rank_settings_are_accepted_for_roc_auc(family):
+    cfg = load_config(family, ["metric=roc_auc", "infer.fold_average=rank", "blend.method=rank"])
+    assert (cfg.blend.method, cfg.infer.fold_average) == ("rank", "rank")
+
+
+def test_a_config_built_in_code_is_refused_too(data_root):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"blend.method\n  rank blends per-class ranks, which metric 'accuracy'"):
+        Config.model_validate({"name": "x", "data": {"root": str(data_root)}, "blend": {"method": "rank"}})
+
+
+def test_switching_the_metric_away_from_roc_auc_under_a_rank_blend_is_refused(family):
+    from pydantic import ValidationError
+
+    cfg = load_config(family, ["metric=roc_auc", "blend.method=rank"])
+    with pytest.raises(ValidationError, match=r"metric 'f1_macro' does not read"):
+        cfg.metric = "f1_macro"

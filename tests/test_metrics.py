@@ -125,3 +125,31 @@ def test_batched_scores_equal_the_exact_metric_of_each_candidate(name, n_classes
     expected = [score(name, targets, p.T) for p in probs]
     scale = rng.uniform(0.5, 8.0, (6, 1, 1))  # sums of k models: any positive scale per candidate
     np.testing.assert_allclose(score_many(name, targets, probs * scale), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_only_roc_auc_reads_scores():
+    from medal.core.metrics import reads_scores
+
+    assert [name for name in METRICS if reads_scores(name)] == ["roc_auc"]
+
+
+@pytest.mark.parametrize("name", list(METRICS))
+def test_a_metric_reads_scores_exactly_when_per_class_ranks_score_like_the_probabilities(name):
+    # What reads_scores promises: a metric that reads scores is blind to replacing each class column by its
+    # ranks (a rank blend); every other metric scores the ranks differently from the probabilities.
+    from medal.core.metrics import reads_scores
+    from medal.core.predictions import rank_scale
+
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 4, 200)
+    logits = np.eye(4)[targets] + rng.normal(scale=1.0, size=(200, 4)) + np.array([0.0, 0.5, -0.5, 1.0])
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    same = score(name, targets, rank_scale(probs, axis=0)) == pytest.approx(score(name, targets, probs))
+    assert same == reads_scores(name)
+
+
+def test_reads_scores_refuses_an_unknown_metric_naming_it():
+    from medal.core.metrics import reads_scores
+
+    with pytest.raises(ValueError, match=r"unknown metric 'auc'"):
+        reads_scores("auc")

@@ -250,3 +250,50 @@ def test_a_repeated_column_is_rejected(tmp_path, label_sample):
     path.write_text("image_id,label,label\n" + "".join(f"{i},{t},{t}\n" for i, t in zip(IDS, TRUTH)))
     with pytest.raises(SubmissionError, match=r"columns are \['image_id', 'label', 'label.1'\]"):
         check_submission(path, label_sample, "image_id", "label", CLASSES)
+
+
+# Probability columns hold probabilities for a metric that reads them (issue 10: ranks were written instead).
+
+
+def ranked_probs() -> pd.DataFrame:
+    """Per-class ranks in [0, 1] in the probability columns: what a rank blend gives. Rows sum to 1.5..2.5."""
+    ranks = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 1.0], [0.5, 0.5, 0.5], [1.0, 1.0, 0.5]])
+    return pd.DataFrame({"image_id": IDS, **{c: ranks[:, j] for j, c in enumerate(CLASSES)}})
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "log_loss", "f1_macro", "qwk"])
+def test_rows_that_do_not_sum_to_one_are_refused_for_a_metric_that_reads_probabilities(tmp_path, probs_sample, metric):
+    path = write(tmp_path / "sub.csv", ranked_probs())
+    with pytest.raises(SubmissionError, match=rf"submission {path} is invalid:\n  4 of 4 rows do not sum to 1, which "
+                                              rf"metric '{metric}' needs \(it reads probabilities\); the first is row 2 "
+                                              r"\(id 'img_3'\), which sums to 1\.5$"):
+        check_submission(path, probs_sample, "image_id", "label", CLASSES, metric=metric)
+
+
+def test_the_first_bad_row_is_named_when_the_others_are_fine(tmp_path, probs_sample):
+    frame = good_probs()
+    frame.loc[2, CLASSES] = [0.6, 0.3, 0.3]
+    with pytest.raises(SubmissionError, match=r"1 of 4 rows do not sum to 1.*row 4 \(id 'img_2'\), which sums to 1\.2"):
+        check_submission(write(tmp_path / "sub.csv", frame), probs_sample, "image_id", "label", CLASSES, metric="accuracy")
+
+
+def test_ranks_are_accepted_for_roc_auc_which_reads_scores(tmp_path, probs_sample):
+    path = write(tmp_path / "sub.csv", ranked_probs())
+    assert len(check_submission(path, probs_sample, "image_id", "label", CLASSES, metric="roc_auc")) == len(IDS)
+
+
+def test_without_a_metric_row_sums_are_not_checked(tmp_path, probs_sample):
+    # The old call (medal check-submission before it passes the metric) keeps its behaviour.
+    assert len(check(tmp_path, ranked_probs(), probs_sample)) == len(IDS)
+
+
+def test_rows_off_one_by_csv_rounding_pass(tmp_path, probs_sample):
+    frame = good_probs().round(4)  # 0.7333 + 0.0667 + 0.0667 = 0.8667 + ...: sums off 1 by 1e-4
+    assert (frame[CLASSES].sum(axis=1) - 1).abs().max() > 0
+    assert len(check_submission(write(tmp_path / "sub.csv", frame), probs_sample, "image_id", "label", CLASSES,
+                                metric="log_loss")) == len(IDS)
+
+
+def test_a_label_submission_needs_no_row_sums(tmp_path, label_sample):
+    path = write(tmp_path / "sub.csv", good_labels())
+    assert check_submission(path, label_sample, "image_id", "label", CLASSES, metric="accuracy")["label"].tolist() == TRUTH

@@ -153,7 +153,8 @@ def _check(cfg: Config, ns, names) -> int:
     from medal.core.submission import check_submission
     from medal.core.tables import class_names, read_folds
     d = cfg.data
-    check_submission(ns.file, d.root / d.sample_submission, d.id_col, d.label_col, class_names(read_folds(cfg)[d.label_col]))
+    check_submission(ns.file, d.root / d.sample_submission, d.id_col, d.label_col, class_names(read_folds(cfg)[d.label_col]),
+                     metric=cfg.metric)
     get_logger().info("%s passes the submission check", ns.file)
     return 0
 

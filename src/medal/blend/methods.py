@@ -16,7 +16,7 @@ from scipy.special import softmax
 
 from medal.blend.search import class_slabs, greedy_select, hill_climb
 from medal.core.config import BlendConfig
-from medal.core.metrics import higher_is_better, score
+from medal.core.metrics import higher_is_better, reads_scores, score
 from medal.core.predictions import rank_scale
 
 
@@ -118,6 +118,13 @@ METHODS: dict[str, Method] = {
     "caruana": Method(fit_caruana),
     "optimize": Method(fit_optimize),
 }
+
+
+def methods_for(metric: str) -> list[str]:
+    """The methods `compare` tries for `metric`. A rank blend gives per-class scores, not probabilities: it is
+    offered only to a metric that reads scores (roc_auc); any other would score ranks as if they were
+    probabilities, and a probability-format submission would hold them."""
+    return [name for name, method in METHODS.items() if method.space != "rank" or reads_scores(metric)]
 
 
 @dataclass

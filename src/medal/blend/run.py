@@ -1,37 +1,53 @@
 """blend: compare experiments on OOF, fit a blend with an honest (nested) CV, write and check the submission."""
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-from medal.blend.members import correlation_matrix, load_member
+from medal.blend.members import Member, correlation_matrix, load_member
 from medal.blend.methods import (
     METHODS,
     Evaluation,
     FitContext,
     apply_weights,
     evaluate_method,
+    methods_for,
     pick_best,
 )
 from medal.blend.report import models_table, write_report
-from medal.core import layout
+from medal.core import layout, provenance
 from medal.core.config import Config
 from medal.core.io import write_csv
+from medal.core.locks import exclusive
 from medal.core.log import get_logger
-from medal.core.metrics import higher_is_better
-from medal.core.submission import check_submission, make_submission
+from medal.core.metrics import higher_is_better, reads_scores
+from medal.core.submission import (
+    check_submission,
+    make_submission,
+    not_probabilities,
+    submission_format,
+)
 from medal.core.tables import class_names, label_codes, read_folds, read_sample_submission
 
 
 def run_blend(cfg: Config, experiments: list[str] | None = None, submission_name: str | None = None) -> dict:
-    """Blend the experiments; write <submission_dir>/<name>.csv, checked, and a report beside the outputs."""
-    log = get_logger()
+    """Blend the experiments; write <submission_dir>/<name>.csv, checked, a report beside the outputs and,
+    last, the blend's manifest. One blend of a name at a time (a lock in blend_<name>/)."""
     names = experiments or cfg.blend.experiments
     if not names:
         raise ValueError("no experiments to blend: pass their names (medal blend -c CFG EXP [EXP ...]) or set blend.experiments")
     if len(set(names)) != len(names):
         raise ValueError(f"experiments {names} name one more than once")
-    submission_name = submission_name or cfg.blend.submission_name
+    name = submission_name or cfg.blend.submission_name
+    with exclusive(layout.lock_file(layout.blend_dir(cfg, name), "blend"), f"blend {name!r}"):
+        return _blend(cfg, names, name)
+
+
+def _blend(cfg: Config, names: list[str], name: str) -> dict:
+    log = get_logger()
     d = cfg.data
     table = read_folds(cfg)[[d.id_col, d.label_col, "fold"]]
     classes = class_names(table[d.label_col])
@@ -39,23 +55,32 @@ def run_blend(cfg: Config, experiments: list[str] | None = None, submission_name
     folds = table["fold"].to_numpy()
     sample = read_sample_submission(cfg)
     test_ids = sample[d.id_col].tolist()
-    members = [load_member(cfg, name, table, classes, test_ids) for name in names]
+    members = [load_member(cfg, member, table, classes, test_ids) for member in names]
+    inputs = _inputs(cfg, names)
 
     models, per_fold = models_table(cfg.metric, members, targets, folds)
     corr = correlation_matrix(members)
     log.info("models (OOF %s):\n%s", cfg.metric, models.to_string(float_format="%.4f"))
     log.info("OOF correlation (Pearson):\n%s", corr.to_string(float_format="%.3f"))
 
-    evaluations = _evaluate(cfg, np.stack([m.oof for m in members]), targets, folds)
+    if len(members) == 1:
+        evaluations = [_single(members[0], models, per_fold)]
+        log.info("blend of one experiment (%s): no method to choose; its test predictions are written as they are",
+                 names[0])
+    else:
+        evaluations = _evaluate(cfg, np.stack([m.oof for m in members]), targets, folds)
     best = pick_best(evaluations, cfg.metric)
     models["weight"] = best.weights
     log.info("blend %s: weights %s; OOF %s in-sample %.4f, nested CV %.4f (best single model %.4f)", best.method,
              _weights_text(names, best.weights), cfg.metric, best.in_sample, best.nested, _best_single(cfg.metric, models))
 
-    path = layout.submission_csv(cfg, submission_name)
-    blended = apply_weights(np.stack([m.test for m in members]), best.weights, METHODS[best.method].space)
+    path = layout.submission_csv(cfg, name)
+    blended = apply_weights(np.stack([m.test for m in members]), best.weights, _space(best.method))
+    if submission_format(sample, d.id_col, d.label_col, classes) == "probs" and not reads_scores(cfg.metric):
+        blended = _as_probabilities(blended, test_ids, cfg.metric, best.method, names)
+    provenance.invalidate(layout.blend_manifest(cfg, name))  # until the new one is written, nothing vouches for these
     write_csv(path, make_submission(sample, test_ids, blended, d.id_col, d.label_col, classes))
-    check_submission(path, d.root / d.sample_submission, d.id_col, d.label_col, classes)
+    check_submission(path, d.root / d.sample_submission, d.id_col, d.label_col, classes, metric=cfg.metric)
     log.info("submission written and checked: %s", path)
     report = {"metric": cfg.metric, "method": best.method, "members": names, "cv": models["cv"].to_dict(),
               "per_fold": per_fold, "cv_no_tta": _json_numbers(models["cv_no_tta"]),
@@ -64,15 +89,77 @@ def run_blend(cfg: Config, experiments: list[str] | None = None, submission_name
               "blend_cv": best.nested, "blend_in_sample": best.in_sample,
               "methods": {e.method: _evaluation_json(e, names) for e in evaluations},
               "correlation": corr.to_dict(), "submission": str(path)}
-    write_report(cfg, submission_name, report, models, corr)
+    write_report(cfg, name, report, models, corr)
+    _write_manifest(cfg, names, name, inputs, path)
     return report
 
 
+# The method of a blend of one experiment: nothing is fitted, its predictions are the submission.
+SINGLE = "single"
+
+
+def _single(member: Member, models: pd.DataFrame, per_fold: dict) -> Evaluation:
+    """The one member at weight 1. Nothing is fitted, so its nested CV is its OOF CV."""
+    cv = float(models.loc[member.name, "cv"])
+    return Evaluation(SINGLE, np.ones(1), cv, cv, per_fold[member.name], [np.ones(1)] * len(per_fold[member.name]))
+
+
+def _space(method: str) -> str:
+    return "probs" if method == SINGLE else METHODS[method].space
+
+
+def _as_probabilities(blended: np.ndarray, test_ids: list[str], metric: str, method: str, names: list[str]) -> np.ndarray:
+    """The blended test rows renormalised over float drift, for probability columns that `metric` reads as
+    probabilities; refused, rather than written, when they are ranks or scores."""
+    bad = not_probabilities(blended)
+    if len(bad):
+        first = bad[0]
+        raise ValueError(
+            f"the {method} blend of {names} gives {len(bad)} of {len(blended)} test rows that are not probabilities "
+            f"(the row of id {test_ids[first]!r} sums to {blended[first].sum():.6g}), but the sample submission takes "
+            f"one probability per class and metric {metric!r} reads them as probabilities: nothing was written. "
+            "A member inferred with infer.fold_average=rank holds ranks: run `medal infer` for it with "
+            "infer.fold_average=mean")
+    return blended / blended.sum(axis=1, keepdims=True)
+
+
+def blend_settings(cfg: Config) -> dict:
+    """The config values that shape a blend's submission (the members and the output folder are not settings:
+    the members are its inputs)."""
+    return {"metric": cfg.metric, "seed": cfg.seed,
+            "blend": cfg.blend.model_dump(mode="json", exclude={"experiments", "submission_dir", "submission_name"})}
+
+
+def _inputs(cfg: Config, names: list[str]) -> list[provenance.Input]:
+    """The files a blend reads, hashed as they are now, just after reading them: the manifest then records
+    what was blended even if an infer rewrites a member's files before the blend ends."""
+    d = cfg.data
+    inputs = [provenance.Input(layout.folds_csv(cfg), layout.folds_manifest(cfg)),
+              provenance.Input(d.root / d.sample_submission, key="sample_submission.csv")]
+    for member in names:
+        files = [layout.oof_tta_csv(cfg, member), layout.test_pred_csv(cfg, member), layout.tta_json(cfg, member)]
+        inputs += [provenance.Input(file, layout.infer_manifest(cfg, member))
+                   for file in files if file.is_file()]  # tta.json only feeds the report, when infer wrote one
+    return [replace(i, digest=provenance.sha256(i.path)) for i in inputs]
+
+
+def _write_manifest(cfg: Config, names: list[str], name: str, inputs: list[provenance.Input], path: Path) -> None:
+    provenance.write_manifest(
+        layout.blend_manifest(cfg, name), made=f"submission {name!r} was blended",
+        command=provenance.command(cfg, "blend", *names, "--name", name), settings=blend_settings(cfg),
+        inputs=inputs, outputs=[path, layout.blend_dir(cfg, name) / "blend.json"])
+
+
 def _evaluate(cfg: Config, oof: np.ndarray, targets: np.ndarray, folds: np.ndarray) -> list[Evaluation]:
-    """Every method when blend.method is 'compare', else the configured one; each with in-sample and nested CV."""
+    """Every method the metric can use (methods_for) when blend.method is 'compare', else the configured one;
+    each with in-sample and nested CV."""
     log = get_logger()
     ctx = FitContext(cfg.metric, cfg.blend, cfg.seed)
-    names = list(METHODS) if cfg.blend.method == "compare" else [cfg.blend.method]
+    names = methods_for(cfg.metric) if cfg.blend.method == "compare" else [cfg.blend.method]
+    skipped = [name for name in METHODS if name not in names] if cfg.blend.method == "compare" else []
+    if skipped:
+        log.info("compare leaves out %s: it blends per-class ranks, and metric %s reads probabilities",
+                 ", ".join(skipped), cfg.metric)
     evaluations = [evaluate_method(name, oof, targets, folds, ctx) for name in names]
     if len(evaluations) > 1:
         rows = {e.method: {"in_sample": e.in_sample, "nested_cv": e.nested, "nested_fold_std": float(np.std(e.nested_per_fold)),

@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from medal.core import names
 
@@ -292,6 +301,30 @@ class Config(Section):
         if not value or "/" in value or value in {".", ".."}:
             raise ValueError("must be a plain folder name")
         return value
+
+    @model_validator(mode="after")
+    def _ranks_only_for_metrics_that_read_them(self) -> Config:
+        """Rank settings write per-class ranks, not probabilities: refused up front for a metric that reads
+        probabilities, which would score the ranks as if they were (and a submission would hold them)."""
+        if "rank" not in (self.blend.method, self.infer.fold_average):
+            return self
+        # Imported here: metrics loads scikit-learn, which a config without rank settings never needs.
+        from medal.core.metrics import SCORE_METRICS, reads_scores
+
+        if reads_scores(self.metric):
+            return self
+        unread = f"which metric {self.metric!r} does not read (only {', '.join(SCORE_METRICS)} reads ranks)"
+        problems = []
+        if self.blend.method == "rank":
+            problems.append((("blend", "method"),
+                             f"rank blends per-class ranks, {unread}; use mean, greedy, caruana or optimize, or compare"))
+        if self.infer.fold_average == "rank":
+            problems.append((("infer", "fold_average"),
+                             f"rank averages the fold models' per-class ranks, {unread}; use mean"))
+        # A ValidationError with the key's location, so the message names blend.method rather than the whole config.
+        raise ValidationError.from_exception_data(type(self).__name__, [
+            InitErrorDetails(type=PydanticCustomError("rank_metric", message), loc=loc, input="rank")
+            for loc, message in problems])
 
     @property
     def data_dir(self) -> Path:

@@ -63,6 +63,18 @@ def higher_is_better(name: str) -> bool:
     return METRICS[name][1]
 
 
+# Metrics that read only the order of the values within each class column, so per-class ranks or any
+# scores serve as well as probabilities. Every other metric reads a row as a probability distribution.
+SCORE_METRICS = ("roc_auc",)
+
+
+def reads_scores(name: str) -> bool:
+    """True when `name` reads per-class ranks or scores (roc_auc), False when it needs probabilities."""
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; known: {list(METRICS)}")
+    return name in SCORE_METRICS
+
+
 def is_better(name: str, new: float, old: float | None) -> bool:
     if old is None:
         return True

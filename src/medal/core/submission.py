@@ -7,12 +7,22 @@ import numpy as np
 import pandas as pd
 
 from medal.core.io import read_csv
-from medal.core.metrics import score
+from medal.core.metrics import reads_scores, score
 from medal.core.tables import class_index
 
 
 class SubmissionError(ValueError):
     """A submission that Kaggle would reject or mis-score; the message lists every problem."""
+
+
+# A probability row may miss a sum of 1 by this much: float32 softmax and values rounded in the CSV.
+SUM_TOLERANCE = 1e-3
+
+
+def not_probabilities(values: np.ndarray) -> np.ndarray:
+    """Indices of the rows of `values` (N x C) that are not distributions: a negative value, or a sum off 1
+    by more than SUM_TOLERANCE."""
+    return np.flatnonzero((values < 0).any(axis=1) | (np.abs(values.sum(axis=1) - 1.0) > SUM_TOLERANCE))
 
 
 def submission_format(sample: pd.DataFrame, id_col: str, label_col: str, classes: list[str]) -> str:
@@ -43,8 +53,10 @@ def make_submission(sample: pd.DataFrame, test_ids: list[str], probs: np.ndarray
     return frame
 
 
-def check_submission(path: Path, sample_path: Path, id_col: str, label_col: str, classes: list[str]) -> pd.DataFrame:
-    """Raise SubmissionError naming every problem of `path` against the sample; return it when fine."""
+def check_submission(path: Path, sample_path: Path, id_col: str, label_col: str, classes: list[str],
+                     metric: str | None = None) -> pd.DataFrame:
+    """Raise SubmissionError naming every problem of `path` against the sample; return it when fine. With a
+    `metric` that reads probabilities (all but roc_auc), a probability-format submission's rows must sum to 1."""
     sample = _read(sample_path, "sample submission", [id_col], [id_col])
     sub = _read(path, "submission", [], [id_col, label_col])
     problems = []
@@ -59,7 +71,7 @@ def check_submission(path: Path, sample_path: Path, id_col: str, label_col: str,
         bad = sub.columns[sub.isna().any()].tolist()
         problems.append(f"missing values in column(s) {bad}, first at row {int(sub.isna().any(axis=1).argmax()) + 2}")
     if not problems:
-        problems += _check_values(sub, sample, id_col, label_col, classes)
+        problems += _check_values(sub, sample, id_col, label_col, classes, metric)
     if problems:
         raise SubmissionError(f"submission {path} is invalid:\n  " + "\n  ".join(problems))
     return sub
@@ -73,7 +85,8 @@ def _read(path: Path, what: str, required: list[str], str_cols: list[str]) -> pd
         raise SubmissionError(f"{what} {path} is not a readable CSV: {str(err).strip()}") from None
 
 
-def _check_values(sub: pd.DataFrame, sample: pd.DataFrame, id_col: str, label_col: str, classes: list[str]) -> list[str]:
+def _check_values(sub: pd.DataFrame, sample: pd.DataFrame, id_col: str, label_col: str, classes: list[str],
+                  metric: str | None) -> list[str]:
     if submission_format(sample, id_col, label_col, classes) == "label":
         unknown = sorted(set(sub[label_col]) - set(classes))
         return [f"labels {unknown[:5]} are not classes {classes}"] if unknown else []
@@ -82,6 +95,14 @@ def _check_values(sub: pd.DataFrame, sample: pd.DataFrame, id_col: str, label_co
         return ["probability columns hold non-numeric, NaN or infinite values"]
     if (values < 0).any() or (values > 1).any():
         return [f"probabilities outside [0, 1]: min {values.min():.4g}, max {values.max():.4g}"]
+    bad = not_probabilities(values) if metric is not None and not reads_scores(metric) else []
+    if len(bad):
+        # Ranks or scores in probability columns: a metric that reads probabilities would mis-score them.
+        first = bad[0]
+        problem = (f"{len(bad)} of {len(values)} rows do not sum to 1, which metric {metric!r} needs (it reads "
+                   f"probabilities); the first is row {first + 2} (id {sub[id_col].iloc[first]!r}), which sums to "
+                   f"{values[first].sum():.6g}")
+        return [problem]
     return []
 
 
