@@ -79,7 +79,7 @@ def write_folds_manifest(data_dir: Path) -> None:
     """The manifest `medal folds` writes beside folds.csv, for a folds.csv a test wrote by hand (no clean.csv
     above it): without one, every stage that reads folds.csv refuses it."""
     provenance.write_manifest(data_dir / "folds.manifest.json", made="folds.csv was made", command="medal folds -c CONFIG",
-                              settings={}, inputs={}, outputs={"folds.csv": data_dir / "folds.csv"})
+                              settings={}, inputs=[], outputs=[data_dir / "folds.csv"])
 
 
 def own_outputs(config: Path, dest: Path) -> str:

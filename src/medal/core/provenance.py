@@ -69,19 +69,34 @@ def command(cfg: Config, stage: str, *extra: str) -> str:
     return shlex.join(["medal", stage, "-c", path or "CONFIG", *overrides, *extra])
 
 
-def write_manifest(path: Path, *, made: str, command: str, settings: dict, inputs: dict[str, Input],
-                   outputs: dict[str, Path]) -> dict:
-    """Hash the inputs and the (already written) outputs and write the manifest, atomically and last."""
+def write_manifest(path: Path, *, made: str, command: str, settings: dict, inputs: list[Input],
+                   outputs: list[Path]) -> dict:
+    """Hash the inputs and the (already written) outputs and write the manifest, atomically and last. Each file
+    is named by its key, or its path from the manifest's folder without the leading '../' (a fold's manifest
+    names ../../folds.csv folds.csv): the name a stale message shows."""
     folder = path.parent
     record = {
         "version": VERSION, "made": made, "command": command, "settings": settings,
-        "inputs": {name: {"path": _stored(i.path, folder, i.key), "sha256": i.digest or sha256(i.path),
-                          "manifest": None if i.manifest is None else os.path.relpath(i.manifest, folder), "key": i.key}
-                   for name, i in inputs.items()},
-        "outputs": {name: {"path": os.path.relpath(p, folder), "sha256": sha256(p)} for name, p in outputs.items()},
+        "inputs": _unique([(i.key or _name(i.path, folder), {
+            "path": _stored(i.path, folder, i.key), "sha256": i.digest or sha256(i.path),
+            "manifest": None if i.manifest is None else os.path.relpath(i.manifest, folder), "key": i.key})
+            for i in inputs]),
+        "outputs": _unique([(_name(p, folder), {"path": os.path.relpath(p, folder), "sha256": sha256(p)})
+                            for p in outputs]),
     }
     write_json(path, record)
     return record
+
+
+def _name(path: Path, folder: Path) -> str:
+    parts = Path(os.path.relpath(path, folder)).parts
+    return "/".join(p for p in parts if p != "..")
+
+
+def _unique(entries: list[tuple[str, dict]]) -> dict[str, dict]:
+    named = dict(entries)
+    assert len(named) == len(entries), f"two files of one manifest share a name: {[n for n, _ in entries]}"
+    return named
 
 
 def invalidate(path: Path) -> None:
@@ -136,6 +151,7 @@ def _first_problem(path: Path, record: dict, external: dict[str, Path], after: l
     problem = _output_problem(path, record)
     if problem is not None:
         return f"{problem}: run {remedy}"
+    # Upstream first, for every input: the deepest stale link names the first command of the remedy.
     for name, entry in record["inputs"].items():
         if entry.get("manifest"):
             upstream_path = folder / entry["manifest"]
@@ -145,6 +161,7 @@ def _first_problem(path: Path, record: dict, external: dict[str, Path], after: l
             problem = _first_problem(upstream_path, upstream, external, [record["command"], *after])
             if problem is not None:
                 return problem
+    for name, entry in record["inputs"].items():
         current = _current(entry, folder, external)
         if current is None:
             continue  # a file outside the output tree that this reader's config does not name

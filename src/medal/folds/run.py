@@ -210,12 +210,11 @@ def _make_folds(cfg: Config) -> pd.DataFrame:
     write_json(cfg.data_dir / "folds.json", report)
     write_text(cfg.data_dir / "folds_report.md", report_markdown(report))
     write_text(cfg.data_dir / "folds_config.yaml", config_snapshot(cfg))
-    inputs = {"clean.csv": provenance.Input(layout.clean_csv(cfg), layout.clean_manifest(cfg))}
-    if layout.duplicates_csv(cfg).is_file():
-        inputs["duplicates.csv"] = provenance.Input(layout.duplicates_csv(cfg), layout.clean_manifest(cfg))
-    provenance.write_manifest(manifest, made="folds.csv was made", command=provenance.command(cfg, "folds"),
-                              settings={"folds": f.model_dump(mode="json")}, inputs=inputs,
-                              outputs={"folds.csv": layout.folds_csv(cfg), "folds.json": cfg.data_dir / "folds.json"})
+    inputs = [provenance.Input(p, layout.clean_manifest(cfg))
+              for p in (layout.clean_csv(cfg), layout.duplicates_csv(cfg)) if p.is_file()]
+    provenance.write_manifest(manifest, made=f"{layout.folds_csv(cfg).name} was made",
+                              command=provenance.command(cfg, "folds"), settings={"folds": f.model_dump(mode="json")},
+                              inputs=inputs, outputs=[layout.folds_csv(cfg), cfg.data_dir / "folds.json"])
     log = get_logger()
     log.info("folds: %d rows in %d %s folds (seed %d, %d repeat(s)), %d groups -> %s", len(table), f.n_folds,
              f.strategy, f.seed, f.repeats, report["groups"]["count"], layout.folds_csv(cfg))

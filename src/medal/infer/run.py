@@ -110,16 +110,15 @@ def _infer(cfg: Config) -> dict:
 
 def _write_manifest(cfg: Config, data: Inputs) -> None:
     d = cfg.data
-    inputs = {"folds.csv": provenance.Input(layout.folds_csv(cfg), layout.folds_manifest(cfg)),
-              "sample_submission.csv": provenance.Input(d.root / d.sample_submission, key="sample_submission.csv")}
-    inputs.update({f"fold{k}/best.pt": provenance.Input(layout.best_checkpoint(cfg, k), layout.fold_manifest(cfg, k),
-                                                        digest=digest) for k, digest in data.checkpoints.items()})
+    inputs = [provenance.Input(layout.folds_csv(cfg), layout.folds_manifest(cfg)),
+              provenance.Input(d.root / d.sample_submission, key="sample_submission.csv")]
+    inputs += [provenance.Input(layout.best_checkpoint(cfg, k), layout.fold_manifest(cfg, k), digest=digest)
+               for k, digest in data.checkpoints.items()]
     infer = cfg.infer.model_dump(mode="json", exclude={"batch_size"})
     provenance.write_manifest(
         layout.infer_manifest(cfg), made=f"infer ran for {cfg.name!r}", command=provenance.command(cfg, "infer"),
         settings={**recipe(cfg), "infer": infer}, inputs=inputs,
-        outputs={"oof_tta.csv": layout.oof_tta_csv(cfg), "test_pred.csv": layout.test_pred_csv(cfg),
-                 "tta.json": layout.tta_json(cfg)})
+        outputs=[layout.oof_tta_csv(cfg), layout.test_pred_csv(cfg), layout.tta_json(cfg)])
 
 
 def oof_pass(cfg: Config, data: Inputs, views: list[str], device: torch.device) -> tuple[dict[str, np.ndarray], dict[str, float]]:

@@ -84,9 +84,8 @@ def write_full_oof(cfg: Config, classes: list[str], n_folds: int) -> float:
         write_json(layout.cv_json(cfg), {"metric": cfg.metric, "cv": cv, "n_folds": n_folds, "rows": len(oof)})
         provenance.write_manifest(
             manifest, made=f"the OOF of {cfg.name!r} was gathered", command=provenance.command(cfg, "train"),
-            settings=training_settings(cfg), outputs={"oof.csv": layout.oof_csv(cfg), "cv.json": layout.cv_json(cfg)},
-            inputs={f"fold{k}/oof.csv": provenance.Input(layout.fold_oof(cfg, k), layout.fold_manifest(cfg, k))
-                    for k in range(n_folds)})
+            settings=training_settings(cfg), outputs=[layout.oof_csv(cfg), layout.cv_json(cfg)],
+            inputs=[provenance.Input(layout.fold_oof(cfg, k), layout.fold_manifest(cfg, k)) for k in range(n_folds)])
     get_logger().info("%s: OOF %s over %d folds = %.4f", cfg.name, cfg.metric, n_folds, cv)
     return cv
 
@@ -131,8 +130,8 @@ def _train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int,
     provenance.write_manifest(
         layout.fold_manifest(cfg, fold), made=f"fold {fold} of {cfg.name!r} was trained",
         command=provenance.command(cfg, "train", "--force"), settings=settings,
-        inputs={"folds.csv": provenance.Input(layout.folds_csv(cfg), layout.folds_manifest(cfg), digest=trainer.folds_sha256)},
-        outputs={"best.pt": layout.best_checkpoint(cfg, fold), "oof.csv": layout.fold_oof(cfg, fold), "done.json": done})
+        inputs=[provenance.Input(layout.folds_csv(cfg), layout.folds_manifest(cfg), digest=trainer.folds_sha256)],
+        outputs=[layout.best_checkpoint(cfg, fold), layout.fold_oof(cfg, fold), done])
     return best_score
 
 
