@@ -36,14 +36,14 @@ def write_upstream_manifests(cfg: Config, experiments: list[str]) -> None:
     The folds manifest is written only where there is none. Call it again after editing a prediction file."""
     folds = layout.folds_csv(cfg)
     if not layout.folds_manifest(cfg).is_file():
-        provenance.write_manifest(layout.folds_manifest(cfg), made="folds.csv was made",
-                                  command=provenance.command(cfg, "folds"), settings={}, inputs=[],
+        provenance.write_manifest(layout.folds_manifest(cfg), cfg, "folds", made="folds.csv was made",
+                                  settings={}, inputs=[],
                                   outputs=[folds])
     for name in experiments:
         outputs = {"oof_tta.csv": layout.oof_tta_csv(cfg, name), "test_pred.csv": layout.test_pred_csv(cfg, name),
                    "tta.json": layout.tta_json(cfg, name)}
-        provenance.write_manifest(layout.infer_manifest(cfg, name), made=f"infer ran for {name!r}",
-                                  command=f"medal infer -c {name}.yaml", settings={},
+        provenance.write_manifest(layout.infer_manifest(cfg, name), cfg.model_copy(update={"name": name}), "infer",
+                                  made=f"infer ran for {name!r}", settings={},
                                   inputs=[provenance.Input(folds, layout.folds_manifest(cfg))],
                                   outputs=[p for p in outputs.values() if p.is_file()])
 
@@ -488,14 +488,15 @@ def test_blend_writes_a_manifest_that_verifies_and_names_its_inputs_and_outputs(
     cfg = handmade(tmp_path, {"a": member(1), "b": member(2)})
     run_blend(cfg)
     path = layout.blend_manifest(cfg, "hand")
-    record = provenance.verify(path, "no manifest", layout.competition_files(cfg))
+    record = provenance.verify(path, "no manifest", cfg)
     assert record["made"] == "submission 'hand' was blended"
     assert record["command"] == f"medal blend -c {tmp_path / 'hand.yaml'} a b --name hand"
     assert set(record["inputs"]) == {"folds.csv", "sample_submission.csv", "a/oof_tta.csv", "a/test_pred.csv",
                                      "b/oof_tta.csv", "b/test_pred.csv"}
     assert record["inputs"]["a/test_pred.csv"]["sha256"] == provenance.sha256(layout.test_pred_csv(cfg, "a"))
-    assert set(record["outputs"]) == {"submission", "blend.json"}
-    assert record["outputs"]["submission"]["sha256"] == provenance.sha256(layout.submission_csv(cfg, "hand"))
+    submission = layout.submission_csv(cfg, "hand")
+    assert set(record["outputs"]) == {"subs/hand.csv", "blend.json"}  # named by their paths from the blend folder
+    assert record["outputs"]["subs/hand.csv"]["sha256"] == provenance.sha256(submission)
     assert record["settings"]["metric"] == "accuracy" and record["settings"]["blend"]["method"] == "compare"
     assert not {"experiments", "submission_dir"} & set(record["settings"]["blend"])
 
@@ -507,7 +508,7 @@ def test_the_blend_manifest_goes_stale_when_a_member_is_re_inferred(tmp_path):
     pd.read_csv(prediction).assign(ant=0.5, bee=0.25, cow=0.25).to_csv(prediction, index=False)
     write_upstream_manifests(cfg, ["b"])
     with pytest.raises(provenance.StaleError, match=r"b/test_pred.csv changed since submission 'hand' was blended"):
-        provenance.verify(layout.blend_manifest(cfg, "hand"), "no manifest", layout.competition_files(cfg))
+        provenance.verify(layout.blend_manifest(cfg, "hand"), "no manifest", cfg)
 
 
 def test_the_manifest_records_the_predictions_as_blended_even_if_re_inferred_meanwhile(tmp_path, monkeypatch):
@@ -525,7 +526,7 @@ def test_the_manifest_records_the_predictions_as_blended_even_if_re_inferred_mea
     monkeypatch.setattr(blend_run, "write_report", infer_rewrites_b_meanwhile)
     run_blend(cfg)
     with pytest.raises(provenance.StaleError, match=r"b/test_pred.csv changed since submission 'hand' was blended"):
-        provenance.verify(layout.blend_manifest(cfg, "hand"), "no manifest", layout.competition_files(cfg))
+        provenance.verify(layout.blend_manifest(cfg, "hand"), "no manifest", cfg)
 
 
 def test_a_blend_that_fails_after_rewriting_the_submission_leaves_no_manifest(tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ def cfg(tmp_path):
 
 
 def verify(cfg) -> dict:
-    return provenance.verify(layout.clean_manifest(cfg), "missing", layout.competition_files(cfg))
+    return provenance.verify(layout.clean_manifest(cfg), "missing", cfg)
 
 
 def test_after_clean_its_manifest_verifies(cfg):

@@ -10,12 +10,25 @@ import pandas as pd
 import pytest
 from conftest import write_yaml
 
+from medal.core import layout, provenance
 from medal.core.config import Config, load_config
 from medal.core.log import get_logger
-from medal.folds.run import run_folds
+from medal.folds.run import run_folds as _run_folds
 
 # Uneven classes, so that stratification has something to do.
 CLASS_SIZES = {"cat": 11, "dog": 7, "eel": 5, "fox": 3}
+
+
+def run_folds(cfg: Config) -> pd.DataFrame:
+    """run_folds on the clean.csv (and duplicates.csv) a test wrote by hand, vouched for as clean would."""
+    vouch_for_clean(cfg)
+    return _run_folds(cfg)
+
+
+def vouch_for_clean(cfg: Config) -> None:
+    outputs = [p for p in (layout.clean_csv(cfg), layout.duplicates_csv(cfg)) if p.is_file()]
+    provenance.write_manifest(layout.clean_manifest(cfg), cfg, "clean", made="clean.csv was made",
+                              settings={}, inputs=[], outputs=outputs)
 
 
 def clean_table(sizes: dict[str, int] = CLASS_SIZES) -> pd.DataFrame:
@@ -306,6 +319,7 @@ def test_folds_csv_is_byte_identical_across_processes_and_hash_seeds(tmp_path):
         cfg = folds_config(tmp_path, f"p{run}", "folds.strategy=stratified_group", "folds.group_col=patient",
                            "folds.repeats=2", table=grouped_table(n_groups=20))
         write_duplicates(cfg, [("img00_0", "g1"), ("img07_1", "g1"), ("img03_2", "g2"), ("img11_0", "g2")])
+        vouch_for_clean(cfg)
         config = tmp_path / f"c{run}.yaml"
         (tmp_path / "c.yaml").rename(config)
         src = str(Path(medal.__file__).resolve().parents[1])
@@ -335,3 +349,27 @@ def test_group_strategy_works_without_groupkfold_shuffle_as_in_old_scikit_learn(
                                    "folds.n_folds=4", "folds.seed=1", table=grouped_table()))
     assert spans(first, "patient") == 1 and first["fold"].value_counts().tolist() == [9, 9, 9, 9]
     assert first["fold"].tolist() == again["fold"].tolist() != other["fold"].tolist()
+
+
+def test_a_clean_csv_without_clean_manifest_is_refused(tmp_path):
+    cfg = folds_config(tmp_path, "o")
+    with pytest.raises(provenance.StaleError, match=r"clean.csv has no manifest .*: run `medal clean -c "):
+        _run_folds(cfg)
+    assert not layout.folds_csv(cfg).exists()
+
+
+def test_a_clean_csv_edited_after_clean_is_refused(tmp_path):
+    cfg = folds_config(tmp_path, "o")
+    vouch_for_clean(cfg)
+    with open(layout.clean_csv(cfg), "a") as handle:
+        handle.write("zzz_00,cat\n")
+    with pytest.raises(provenance.StaleError, match=r"clean.csv is not the file written when clean.csv was made"):
+        _run_folds(cfg)
+
+
+def test_folds_writes_a_manifest_tied_to_clean_csv(tmp_path):
+    cfg = folds_config(tmp_path, "o", "folds.n_folds=3")
+    run_folds(cfg)
+    record = provenance.verify(layout.folds_manifest(cfg), "missing", cfg)
+    assert record["inputs"]["clean.csv"]["sha256"] == provenance.sha256(layout.clean_csv(cfg))
+    assert set(record["outputs"]) == {"folds.csv", "folds.json"} and record["settings"]["folds"]["n_folds"] == 3

@@ -26,7 +26,7 @@ from medal.train.run import run_train
 from medal.train.trainer import FoldTrainer
 
 FOLD_FILES = ["best.pt", "last.pt", "metrics.csv", "steps.csv", "oof.csv", "done.json", "curves.png", "hardest_oof.png",
-              "augment_16px.png"]
+              "augment_16px.png", "manifest.json", ".train.lock"]
 
 
 def fold_oof(cfg: Config, fold: int) -> pd.DataFrame:
@@ -218,7 +218,7 @@ def test_training_learns_well_above_chance(pipeline):
 def test_rerunning_a_finished_experiment_skips_every_fold_untouched(pipeline, tmp_path):
     out = pipeline.copy_outputs(tmp_path / "copy")
     cfg = pipeline.cfg("tiny_resnet", f"output_dir={out}")
-    files = [cfg.fold_dir(k) / name for k in range(N_FOLDS) for name in FOLD_FILES]
+    files = [cfg.fold_dir(k) / name for k in range(N_FOLDS) for name in FOLD_FILES if not name.endswith(".lock")]
     before = {f: f.stat().st_mtime_ns for f in files}
     scores = run_train(cfg)
     assert {f: f.stat().st_mtime_ns for f in files} == before
@@ -288,7 +288,8 @@ def test_resumed_fold_keeps_the_metrics_of_the_epochs_before_the_crash(resumed):
 def test_resumed_fold_finishes_with_every_fold_file(resumed):
     cfg, _ = resumed
     assert sorted(p.name for p in cfg.fold_dir(0).iterdir()) == sorted(["best.pt", "last.pt", "metrics.csv", "steps.csv",
-                                                                        "oof.csv", "done.json", "curves.png"])
+                                                                        "oof.csv", "done.json", "curves.png",
+                                                                        "manifest.json", ".train.lock"])
 
 
 def test_resumed_fold_matches_an_uninterrupted_run(retrained, resumed):
@@ -301,7 +302,8 @@ def test_resumed_fold_matches_an_uninterrupted_run(retrained, resumed):
 
 def test_resuming_with_a_changed_recipe_is_refused_naming_the_key(toy, tmp_path):
     cfg = _toy_run(toy, tmp_path, "train.epochs=1")
-    (cfg.fold_dir(0) / "done.json").unlink()
+    for name in ("done.json", "manifest.json"):  # as a run killed after its last epoch leaves the fold
+        (cfg.fold_dir(0) / name).unlink()
     longer = toy_cfg(toy, f"output_dir={tmp_path}", *TOY)
-    with pytest.raises(ValueError, match=r"train\.epochs: 1 -> 3"):
+    with pytest.raises(ValueError, match=r"fold 0 its unfinished run \(last.pt\) was written with train.epochs 1 -> 3"):
         run_train(longer, fold=0)

@@ -78,7 +78,7 @@ def make_toy(base: Path, per_class: int = 20, size: int = 24, n_folds: int = 2, 
 def write_folds_manifest(data_dir: Path) -> None:
     """The manifest `medal folds` writes beside folds.csv, for a folds.csv a test wrote by hand (no clean.csv
     above it): without one, every stage that reads folds.csv refuses it."""
-    provenance.write_manifest(data_dir / "folds.manifest.json", made="folds.csv was made", command="medal folds -c CONFIG",
+    provenance.write_manifest(data_dir / "folds.manifest.json", None, "folds", made="folds.csv was made",
                               settings={}, inputs=[], outputs=[data_dir / "folds.csv"])
 
 

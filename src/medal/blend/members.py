@@ -55,7 +55,7 @@ def require_current_predictions(cfg: Config, name: str) -> dict:
     else:
         missing = (f"experiment {name!r} has no predictions in {folder}: run `medal infer` for it (its config is "
                    f"{folder / 'config.yaml'})")
-    return provenance.verify(layout.infer_manifest(cfg, name), missing, layout.competition_files(cfg))
+    return provenance.verify(layout.infer_manifest(cfg, name), missing, cfg)
 
 
 def _check_same_rows(name: str, oof: pd.DataFrame, folds: pd.DataFrame, classes: list[str]) -> None:

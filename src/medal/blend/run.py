@@ -145,8 +145,8 @@ def _inputs(cfg: Config, names: list[str]) -> list[provenance.Input]:
 
 def _write_manifest(cfg: Config, names: list[str], name: str, inputs: list[provenance.Input], path: Path) -> None:
     provenance.write_manifest(
-        layout.blend_manifest(cfg, name), made=f"submission {name!r} was blended",
-        command=provenance.command(cfg, "blend", *names, "--name", name), settings=blend_settings(cfg),
+        layout.blend_manifest(cfg, name), cfg, "blend", args=(*names, "--name", name),
+        made=f"submission {name!r} was blended", settings=blend_settings(cfg),
         inputs=inputs, outputs=[path, layout.blend_dir(cfg, name) / "blend.json"])
 
 

@@ -204,8 +204,8 @@ def _write_manifest(cfg: Config, inputs: list[provenance.Input]) -> None:
     d = cfg.data
     settings = {"data": {key: getattr(d, key) for key in _DATA_SETTINGS},
                 "clean": cfg.clean.model_dump(mode="json", exclude={"workers"})}
-    provenance.write_manifest(layout.clean_manifest(cfg), made=f"{layout.clean_csv(cfg).name} was made",
-                              command=provenance.command(cfg, "clean"), settings=settings, inputs=inputs,
+    provenance.write_manifest(layout.clean_manifest(cfg), cfg, "clean", made=f"{layout.clean_csv(cfg).name} was made",
+                              settings=settings, inputs=inputs,
                               outputs=recorded_outputs(cfg))
 
 

@@ -14,4 +14,4 @@ def require_current_folds(cfg: Config) -> dict:
         raise FileNotFoundError(f"{path} does not exist: run `{provenance.command(cfg, 'folds')}` first")
     return provenance.verify(layout.folds_manifest(cfg), f"{path} has no manifest (made by an older medal, or folds "
                              f"was killed before it finished): run `{provenance.command(cfg, 'folds')}`",
-                             layout.competition_files(cfg))
+                             cfg)

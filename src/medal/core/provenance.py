@@ -2,14 +2,16 @@
 
 A manifest (JSON, beside the outputs, written after them) records
     made      what the outputs are, as a sentence part ("fold 2 of 'base' was trained")
-    command   the command that makes them again (the remedy when they are stale)
+    stage     the stage that wrote them, with its extra arguments and, for train and infer, the experiment
+    command   the command that makes them again, as it was run
     settings  the config values that shape them (a recipe; never runtime keys such as workers or device)
     inputs    each file read: its path and content hash, and the manifest that made it, if any
     outputs   each file written: its path and content hash
 
 `verify` re-hashes the outputs (a run killed between its writes, an edit, a damaged file) and the inputs
 (an upstream stage re-run since), and walks each input's own manifest up the chain, so a stale link
-anywhere is found before any work, with the command that brings it up to date.
+anywhere is found before any work, with the commands that bring it up to date: built from the reader's own
+config for the shared stages and the reader's experiment (outputs may have moved since), else as recorded.
 
 Paths inside the output tree are stored relative to the manifest's folder, so a whole output folder can
 move (for example into a Kaggle dataset). Files outside it (train.csv, sample_submission.csv) are
@@ -24,6 +26,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from medal.core import layout
 from medal.core.config import Config
 from medal.core.io import write_json
 
@@ -63,20 +66,26 @@ def sha256(path: Path) -> str:
     return _HASHES[key]
 
 
-def command(cfg: Config, stage: str, *extra: str) -> str:
+def command(cfg: Config | None, stage: str, *extra: str) -> str:
     """The command line that runs `stage` with this config: its file and its key=value overrides."""
-    path, overrides = cfg.source
+    path, overrides = cfg.source if cfg is not None else (None, ())
     return shlex.join(["medal", stage, "-c", path or "CONFIG", *overrides, *extra])
 
 
-def write_manifest(path: Path, *, made: str, command: str, settings: dict, inputs: list[Input],
-                   outputs: list[Path]) -> dict:
+# Stages whose outputs belong to one experiment; the others' are shared by every experiment of a competition.
+_PER_EXPERIMENT = ("train", "infer")
+
+
+def write_manifest(path: Path, cfg: Config | None, stage: str, *, made: str, settings: dict, inputs: list[Input],
+                   outputs: list[Path], args: tuple[str, ...] = ()) -> dict:
     """Hash the inputs and the (already written) outputs and write the manifest, atomically and last. Each file
     is named by its key, or its path from the manifest's folder without the leading '../' (a fold's manifest
     names ../../folds.csv folds.csv): the name a stale message shows."""
     folder = path.parent
     record = {
-        "version": VERSION, "made": made, "command": command, "settings": settings,
+        "version": VERSION, "made": made, "stage": stage, "args": list(args),
+        "experiment": cfg.name if cfg is not None and stage in _PER_EXPERIMENT else None,
+        "command": command(cfg, stage, *args), "settings": settings,
         "inputs": _unique([(i.key or _name(i.path, folder), {
             "path": _stored(i.path, folder, i.key), "sha256": i.digest or sha256(i.path),
             "manifest": None if i.manifest is None else os.path.relpath(i.manifest, folder), "key": i.key})
@@ -117,24 +126,18 @@ def read_manifest(path: Path) -> dict | None:
         raise StaleError(f"manifest {path} cannot be read ({err}): delete it and re-run the stage that wrote it") from None
 
 
-def verify(path: Path, missing: str, external: dict[str, Path] | None = None) -> dict:
+def verify(path: Path, missing: str, cfg: Config) -> dict:
     """The manifest at `path`, after checking that its outputs are the files on disk and that every input,
-    and every manifest up the chain, is still current. `missing`: the error when there is no manifest.
+    and every manifest up the chain, is still current; `cfg` is the reader's, which locates the competition's
+    files and words the commands. `missing`: the error when there is no manifest.
     Raises StaleError naming the first stale link and the commands that re-make it and what follows."""
     record = read_manifest(path)
     if record is None:
         raise StaleError(missing)
-    problem = _first_problem(path, record, external or {}, [])
+    problem = _first_problem(path, record, cfg, [])
     if problem is not None:
         raise StaleError(problem)
     return record
-
-
-def check_outputs(path: Path, record: dict, names: list[str] | None = None) -> None:
-    """Only the outputs' hashes (a run killed between its writes, an edit), not the inputs."""
-    problem = _output_problem(path, record, names)
-    if problem is not None:
-        raise StaleError(f"{problem}: run `{record['command']}`")
 
 
 def settings_difference(old: dict, new: dict) -> str:
@@ -144,10 +147,11 @@ def settings_difference(old: dict, new: dict) -> str:
                      for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k))
 
 
-def _first_problem(path: Path, record: dict, external: dict[str, Path], after: list[str]) -> str | None:
+def _first_problem(path: Path, record: dict, cfg: Config, after: list[str]) -> str | None:
     """The first stale link, as a message; `after`: the commands of the manifests downstream of this one."""
     folder = path.parent
-    remedy = _remedy([record["command"], *after])
+    remake = _command(record, cfg)
+    remedy = _remedy([remake, *after])
     problem = _output_problem(path, record)
     if problem is not None:
         return f"{problem}: run {remedy}"
@@ -158,11 +162,11 @@ def _first_problem(path: Path, record: dict, external: dict[str, Path], after: l
             upstream = read_manifest(upstream_path)
             if upstream is None:
                 return f"{name} has no manifest ({upstream_path} is missing) since {record['made']}: run {remedy}"
-            problem = _first_problem(upstream_path, upstream, external, [record["command"], *after])
+            problem = _first_problem(upstream_path, upstream, cfg, [remake, *after])
             if problem is not None:
                 return problem
     for name, entry in record["inputs"].items():
-        current = _current(entry, folder, external)
+        current = _current(entry, folder, layout.competition_files(cfg))
         if current is None:
             continue  # a file outside the output tree that this reader's config does not name
         if not current.is_file():
@@ -172,10 +176,16 @@ def _first_problem(path: Path, record: dict, external: dict[str, Path], after: l
     return None
 
 
-def _output_problem(path: Path, record: dict, names: list[str] | None = None) -> str | None:
+def _command(record: dict, cfg: Config) -> str:
+    """The command that re-makes a manifest's outputs: the reader's own for a shared stage or its own experiment,
+    else the one recorded (another experiment's config)."""
+    if record["experiment"] is None or record["experiment"] == cfg.name:
+        return command(cfg, record["stage"], *record["args"])
+    return record["command"]
+
+
+def _output_problem(path: Path, record: dict) -> str | None:
     for name, entry in record["outputs"].items():
-        if names is not None and name not in names:
-            continue
         file = path.parent / entry["path"]
         if not file.is_file():
             return f"{file} is missing, but {path.name} says {record['made']} with it (a killed run or a deletion)"

@@ -174,7 +174,7 @@ def read_clean(cfg: Config) -> pd.DataFrame:
         raise FileNotFoundError(f"{path} does not exist: run `{provenance.command(cfg, 'clean')}` first")
     provenance.verify(layout.clean_manifest(cfg), f"{path} has no manifest (made by an older medal, or clean was "
                       f"killed before it finished): run `{provenance.command(cfg, 'clean')}`",
-                      layout.competition_files(cfg))
+                      cfg)
     required = [d.id_col, d.label_col] + ([cfg.folds.group_col] if cfg.folds.group_col else [])
     return read_csv(path, "clean file", required, "all")
 
@@ -212,9 +212,8 @@ def _make_folds(cfg: Config) -> pd.DataFrame:
     write_text(cfg.data_dir / "folds_config.yaml", config_snapshot(cfg))
     inputs = [provenance.Input(p, layout.clean_manifest(cfg))
               for p in (layout.clean_csv(cfg), layout.duplicates_csv(cfg)) if p.is_file()]
-    provenance.write_manifest(manifest, made=f"{layout.folds_csv(cfg).name} was made",
-                              command=provenance.command(cfg, "folds"), settings={"folds": f.model_dump(mode="json")},
-                              inputs=inputs, outputs=[layout.folds_csv(cfg), cfg.data_dir / "folds.json"])
+    provenance.write_manifest(manifest, cfg, "folds", made=f"{layout.folds_csv(cfg).name} was made",
+                              settings={"folds": f.model_dump(mode="json")}, inputs=inputs, outputs=[layout.folds_csv(cfg), cfg.data_dir / "folds.json"])
     log = get_logger()
     log.info("folds: %d rows in %d %s folds (seed %d, %d repeat(s)), %d groups -> %s", len(table), f.n_folds,
              f.strategy, f.seed, f.repeats, report["groups"]["count"], layout.folds_csv(cfg))

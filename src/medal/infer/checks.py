@@ -73,7 +73,7 @@ def _fold_manifest(cfg: Config, fold: int) -> dict:
                    f"medal, or its run was killed before it finished: run `{provenance.command(cfg, 'train', '--force')}`")
     else:
         missing = f"fold {fold} of {cfg.name!r} is not trained: run `{provenance.command(cfg, 'train')}` first"
-    return provenance.verify(path, missing, layout.competition_files(cfg))
+    return provenance.verify(path, missing, cfg)
 
 
 def _comparable(settings: dict) -> dict:

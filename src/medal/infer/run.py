@@ -116,7 +116,7 @@ def _write_manifest(cfg: Config, data: Inputs) -> None:
                for k, digest in data.checkpoints.items()]
     infer = cfg.infer.model_dump(mode="json", exclude={"batch_size"})
     provenance.write_manifest(
-        layout.infer_manifest(cfg), made=f"infer ran for {cfg.name!r}", command=provenance.command(cfg, "infer"),
+        layout.infer_manifest(cfg), cfg, "infer", made=f"infer ran for {cfg.name!r}",
         settings={**recipe(cfg), "infer": infer}, inputs=inputs,
         outputs=[layout.oof_tta_csv(cfg), layout.test_pred_csv(cfg), layout.tta_json(cfg)])
 

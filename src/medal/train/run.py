@@ -83,7 +83,7 @@ def write_full_oof(cfg: Config, classes: list[str], n_folds: int) -> float:
         cv = score(cfg.metric, oof["target"].to_numpy(), oof[classes].to_numpy())
         write_json(layout.cv_json(cfg), {"metric": cfg.metric, "cv": cv, "n_folds": n_folds, "rows": len(oof)})
         provenance.write_manifest(
-            manifest, made=f"the OOF of {cfg.name!r} was gathered", command=provenance.command(cfg, "train"),
+            manifest, cfg, "train", made=f"the OOF of {cfg.name!r} was gathered",
             settings=training_settings(cfg), outputs=[layout.oof_csv(cfg), layout.cv_json(cfg)],
             inputs=[provenance.Input(layout.fold_oof(cfg, k), layout.fold_manifest(cfg, k)) for k in range(n_folds)])
     get_logger().info("%s: OOF %s over %d folds = %.4f", cfg.name, cfg.metric, n_folds, cv)
@@ -128,8 +128,8 @@ def _train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int,
     report = _report_fold(cfg, trainer, data, classes, valid_probs, fold)
     write_json(done, {"best_score": best_score, "best_epoch": best_epoch, "metric": cfg.metric, **report})
     provenance.write_manifest(
-        layout.fold_manifest(cfg, fold), made=f"fold {fold} of {cfg.name!r} was trained",
-        command=provenance.command(cfg, "train", "--force"), settings=settings,
+        layout.fold_manifest(cfg, fold), cfg, "train", args=("--force",), made=f"fold {fold} of {cfg.name!r} was trained",
+        settings=settings,
         inputs=[provenance.Input(layout.folds_csv(cfg), layout.folds_manifest(cfg), digest=trainer.folds_sha256)],
         outputs=[layout.best_checkpoint(cfg, fold), layout.fold_oof(cfg, fold), done])
     return best_score

@@ -49,7 +49,7 @@ def _trained_status(cfg: Config, fold: int, record: dict, settings: dict) -> Fol
         return FoldStatus(STALE, f"was trained with {provenance.settings_difference(record['settings'], settings)} "
                                  "(trained -> this config)")
     try:
-        provenance.verify(layout.fold_manifest(cfg, fold), "", layout.competition_files(cfg))
+        provenance.verify(layout.fold_manifest(cfg, fold), "", cfg)
     except provenance.StaleError as err:
         return FoldStatus(STALE, str(err))
     return FoldStatus(COMPLETE)
