@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import write_yaml
+
 from medal.core.config import Config, load_config
 from medal.core.tables import read_sample_submission, read_train_table
 

@@ -20,7 +20,8 @@ from medal.blend.methods import (
 from medal.blend.report import models_table, write_report
 from medal.core import layout, provenance
 from medal.core.config import Config
-from medal.core.io import write_csv
+from medal.core.freshness import require_current_folds
+from medal.core.io import remove_stale_temporaries, write_csv
 from medal.core.locks import exclusive
 from medal.core.log import get_logger
 from medal.core.metrics import higher_is_better, reads_scores
@@ -30,7 +31,12 @@ from medal.core.submission import (
     not_probabilities,
     submission_format,
 )
-from medal.core.tables import class_names, label_codes, read_folds, read_sample_submission
+from medal.core.tables import (
+    class_names,
+    label_codes,
+    read_folds,
+    read_sample_submission,
+)
 
 
 def run_blend(cfg: Config, experiments: list[str] | None = None, submission_name: str | None = None) -> dict:
@@ -43,12 +49,17 @@ def run_blend(cfg: Config, experiments: list[str] | None = None, submission_name
         raise ValueError(f"experiments {names} name one more than once")
     name = submission_name or cfg.blend.submission_name
     with exclusive(layout.lock_file(layout.blend_dir(cfg, name), "blend"), f"blend {name!r}"):
+        # What a killed blend of this name left half-written: its report folder is its own, and of the
+        # submission folder only this submission.
+        remove_stale_temporaries(layout.blend_dir(cfg, name))
+        remove_stale_temporaries(layout.submission_csv(cfg, name).parent, [layout.submission_csv(cfg, name).name])
         return _blend(cfg, names, name)
 
 
 def _blend(cfg: Config, names: list[str], name: str) -> dict:
     log = get_logger()
     d = cfg.data
+    require_current_folds(cfg)
     table = read_folds(cfg)[[d.id_col, d.label_col, "fold"]]
     classes = class_names(table[d.label_col])
     targets = label_codes(table[d.label_col], classes)

@@ -19,7 +19,13 @@ import time
 import numpy as np
 import pandas as pd
 
-from medal.clean.checks import ALWAYS_DROP, REASONS, Finding, image_findings, label_findings
+from medal.clean.checks import (
+    ALWAYS_DROP,
+    REASONS,
+    Finding,
+    image_findings,
+    label_findings,
+)
 from medal.clean.duplicates import find_duplicates
 from medal.clean.report import output_files, recorded_outputs, write_reports
 from medal.clean.scan import FileScan, ScanJob, TestScan, scan_files

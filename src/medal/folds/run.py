@@ -18,7 +18,13 @@ from sklearn.preprocessing import MultiLabelBinarizer
 from medal.core import layout, provenance
 from medal.core.config import Config, config_snapshot
 from medal.core.graph import connected_groups
-from medal.core.io import read_csv, remove_stale_temporaries, write_csv, write_json, write_text
+from medal.core.io import (
+    read_csv,
+    remove_stale_temporaries,
+    write_csv,
+    write_json,
+    write_text,
+)
 from medal.core.locks import exclusive
 from medal.core.log import get_logger
 from medal.core.tables import split_labels

@@ -24,7 +24,13 @@ from medal.core.locks import exclusive
 from medal.core.log import get_logger
 from medal.core.metrics import higher_is_better, score
 from medal.core.predictions import prediction_frame, rank_scale
-from medal.core.tables import class_names, fold_count, label_codes, read_folds, read_sample_submission
+from medal.core.tables import (
+    class_names,
+    fold_count,
+    label_codes,
+    read_folds,
+    read_sample_submission,
+)
 from medal.images.paths import image_path
 from medal.infer.checks import check_fold_models, check_test_ids, check_test_images
 from medal.infer.reduce import reduce_views, select_greedy

@@ -14,7 +14,13 @@ import pandas as pd
 from medal.core import layout, provenance
 from medal.core.config import Config, config_snapshot
 from medal.core.freshness import require_current_folds
-from medal.core.io import read_csv, remove_stale_temporaries, write_csv, write_json, write_text
+from medal.core.io import (
+    read_csv,
+    remove_stale_temporaries,
+    write_csv,
+    write_json,
+    write_text,
+)
 from medal.core.locks import exclusive
 from medal.core.log import get_logger
 from medal.core.metrics import score
@@ -76,6 +82,8 @@ def write_full_oof(cfg: Config, classes: list[str], n_folds: int) -> float:
     """Concatenate the folds' OOF files into <exp>/oof.csv and log the overall CV."""
     with exclusive(layout.lock_file(cfg.exp_dir, "train"), f"the files of experiment {cfg.name!r}", wait=True):
         manifest = layout.train_manifest(cfg)
+        remove_stale_temporaries(cfg.exp_dir, [p.name for p in (layout.oof_csv(cfg), layout.cv_json(cfg), manifest)]
+                                 + ["config.yaml"])
         provenance.invalidate(manifest)
         parts = [read_csv(layout.fold_oof(cfg, k), "fold OOF", [cfg.data.id_col], [cfg.data.id_col]) for k in range(n_folds)]
         oof = pd.concat(parts, ignore_index=True)

@@ -42,7 +42,12 @@ from medal.modeling.runtime import autocast, grad_scaler, make_loader, speed_up
 from medal.train.fold import FoldData
 from medal.train.losses import Criterion
 from medal.train.optim import batch_lr_factor, build_optimizer, group_lrs, l1_penalty
-from medal.train.sampler import LossTracker, private_generator, seeded_train_loader, weight_summary
+from medal.train.sampler import (
+    LossTracker,
+    private_generator,
+    seeded_train_loader,
+    weight_summary,
+)
 from medal.train.schedule import LrSchedule
 from medal.train.state import training_settings
 
