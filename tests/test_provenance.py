@@ -102,7 +102,7 @@ def test_folds_changed_after_training_are_refused_by_train_infer_and_blend(copy,
     assert cli(capsys, "folds", *copy.args("tiny_resnet", "folds.seed=7"))[0] == 0
     code, err = cli(capsys, "train", *copy.args())
     assert code == 2
-    assert "fold 0 folds.csv changed since fold 0 of 'tiny_resnet' was trained" in err
+    assert "fold 0: folds.csv changed since fold 0 of 'tiny_resnet' was trained\n" in err
     assert "--force` (their checkpoints are deleted first)" in err
     code, err = cli(capsys, "infer", *copy.args())
     assert code == 2 and "folds.csv changed since fold 0 of 'tiny_resnet' was trained: run `medal train -c" in err
@@ -116,7 +116,7 @@ def test_a_new_recipe_on_a_finished_experiment_is_refused_and_config_yaml_kept(c
     done = layout.fold_done(cfg, 0).read_bytes()
     code, err = cli(capsys, "train", *copy.args("tiny_resnet", "train.lr=1e-3", "train.epochs=8"))
     assert code == 2
-    assert "fold 0 was trained with train.epochs 6 -> 8, train.lr 0.003 -> 0.001 (trained -> this config)" in err
+    assert "fold 0: it was trained with train.epochs 6 -> 8, train.lr 0.003 -> 0.001 (trained -> this config)" in err
     assert "train.lr=1e-3 train.epochs=8 --force`" in err and "name=NEW_NAME" in err
     assert (cfg.exp_dir / "config.yaml").read_bytes() == config_yaml
     assert layout.fold_done(cfg, 0).read_bytes() == done

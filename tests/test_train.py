@@ -305,5 +305,5 @@ def test_resuming_with_a_changed_recipe_is_refused_naming_the_key(toy, tmp_path)
     for name in ("done.json", "manifest.json"):  # as a run killed after its last epoch leaves the fold
         (cfg.fold_dir(0) / name).unlink()
     longer = toy_cfg(toy, f"output_dir={tmp_path}", *TOY)
-    with pytest.raises(ValueError, match=r"fold 0 its unfinished run \(last.pt\) was written with train.epochs 1 -> 3"):
+    with pytest.raises(ValueError, match=r"fold 0: its unfinished run \(last.pt\) was written with train.epochs 1 -> 3"):
         run_train(longer, fold=0)

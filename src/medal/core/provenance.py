@@ -134,10 +134,16 @@ def verify(path: Path, missing: str, cfg: Config) -> dict:
     record = read_manifest(path)
     if record is None:
         raise StaleError(missing)
-    problem = _first_problem(path, record, cfg, [])
-    if problem is not None:
-        raise StaleError(problem)
+    found = _first_problem(path, record, cfg, [])
+    if found is not None:
+        raise StaleError(f"{found[0]}: run {found[1]}")
     return record
+
+
+def stale_reason(path: Path, cfg: Config) -> str | None:
+    """What `verify` would refuse the (existing) manifest at `path` for, without the commands; None when current."""
+    found = _first_problem(path, read_manifest(path), cfg, [])
+    return None if found is None else found[0]
 
 
 def settings_difference(old: dict, new: dict) -> str:
@@ -147,21 +153,22 @@ def settings_difference(old: dict, new: dict) -> str:
                      for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k))
 
 
-def _first_problem(path: Path, record: dict, cfg: Config, after: list[str]) -> str | None:
-    """The first stale link, as a message; `after`: the commands of the manifests downstream of this one."""
+def _first_problem(path: Path, record: dict, cfg: Config, after: list[str]) -> tuple[str, str] | None:
+    """The first stale link, as (what is wrong, the commands that fix it); `after`: the commands of the
+    manifests downstream of this one."""
     folder = path.parent
     remake = _command(record, cfg)
     remedy = _remedy([remake, *after])
     problem = _output_problem(path, record)
     if problem is not None:
-        return f"{problem}: run {remedy}"
+        return problem, remedy
     # Upstream first, for every input: the deepest stale link names the first command of the remedy.
     for name, entry in record["inputs"].items():
         if entry.get("manifest"):
             upstream_path = folder / entry["manifest"]
             upstream = read_manifest(upstream_path)
             if upstream is None:
-                return f"{name} has no manifest ({upstream_path} is missing) since {record['made']}: run {remedy}"
+                return f"{name} has no manifest ({upstream_path} is missing) since {record['made']}", remedy
             problem = _first_problem(upstream_path, upstream, cfg, [remake, *after])
             if problem is not None:
                 return problem
@@ -170,9 +177,9 @@ def _first_problem(path: Path, record: dict, cfg: Config, after: list[str]) -> s
         if current is None:
             continue  # a file outside the output tree that this reader's config does not name
         if not current.is_file():
-            return f"{name} ({current}) no longer exists, but {record['made']} from it: run {remedy}"
+            return f"{name} ({current}) no longer exists, but {record['made']} from it", remedy
         if sha256(current) != entry["sha256"]:
-            return f"{name} changed since {record['made']}: run {remedy}"
+            return f"{name} changed since {record['made']}", remedy
     return None
 
 

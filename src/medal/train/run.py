@@ -71,7 +71,7 @@ def _refusal(cfg: Config, stale: dict[int, str], fold: int | None) -> str:
     only = ("--fold", str(fold)) if fold is not None else ()
     lines = [f"experiment {cfg.name!r}: {len(stale)} fold(s) do not match this config and folds.csv, so they "
              "are neither skipped nor resumed:"]
-    lines += [f"  fold {k} {reason}" for k, reason in stale.items()]
+    lines += [f"  fold {k}: {reason}" for k, reason in stale.items()]
     lines.append(f"retrain them with `{provenance.command(cfg, 'train', *only, '--force')}` (their checkpoints are "
                  f"deleted first), or train this recipe as a new experiment: "
                  f"`{provenance.command(cfg, 'train', *only, 'name=NEW_NAME')}`")
@@ -117,7 +117,7 @@ def _train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int,
     if status.kind == STALE:
         if not force:
             raise provenance.StaleError(_refusal(cfg, {fold: status.reason}, fold))
-        log.info("%s fold %d %s; deleting its files to retrain it (--force)", cfg.name, fold, status.reason)
+        log.info("%s fold %d is stale (%s); deleting its files to retrain it (--force)", cfg.name, fold, status.reason)
         discard(cfg, fold)
     stale = remove_stale_temporaries(out)
     if stale:

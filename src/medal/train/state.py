@@ -39,20 +39,17 @@ def fold_status(cfg: Config, fold: int, settings: dict) -> FoldStatus:
     leftovers = [p.name for p in (layout.best_checkpoint(cfg, fold), layout.fold_oof(cfg, fold), layout.fold_done(cfg, fold))
                  if p.is_file()]
     if leftovers:
-        return FoldStatus(STALE, f"has {', '.join(leftovers)} but no manifest (written by an older medal, or by a run "
-                                 "killed before it finished)")
+        return FoldStatus(STALE, f"it has {', '.join(leftovers)} but no manifest (written by an older medal, or by a "
+                                 "run killed before it finished)")
     return FoldStatus(NEW)
 
 
 def _trained_status(cfg: Config, fold: int, record: dict, settings: dict) -> FoldStatus:
     if record["settings"] != settings:
-        return FoldStatus(STALE, f"was trained with {provenance.settings_difference(record['settings'], settings)} "
-                                 "(trained -> this config)")
-    try:
-        provenance.verify(layout.fold_manifest(cfg, fold), "", cfg)
-    except provenance.StaleError as err:
-        return FoldStatus(STALE, str(err))
-    return FoldStatus(COMPLETE)
+        return FoldStatus(STALE, f"it was trained with "
+                                 f"{provenance.settings_difference(record['settings'], settings)} (trained -> this config)")
+    reason = provenance.stale_reason(layout.fold_manifest(cfg, fold), cfg)
+    return FoldStatus(COMPLETE) if reason is None else FoldStatus(STALE, reason)
 
 
 def _resume_status(cfg: Config, last, settings: dict) -> FoldStatus:
