@@ -22,6 +22,7 @@ import torch
 from medal.core.config import Config, LrFindConfig
 from medal.core.io import atomic_path, write_csv, write_json
 from medal.core.log import get_logger, progress
+from medal.core.freshness import require_current_folds
 from medal.core.tables import class_names, fold_count, read_folds
 from medal.images.augment import train_transform
 from medal.images.dataset import ImageDataset
@@ -107,6 +108,7 @@ def run_lr_find(cfg: Config, fold: int = 0) -> dict:
     """The range test on fold `fold`'s training images with the experiment's model, optimizer and loss
     (no mixup); writes <exp>/lr_find_fold<k>.{png,csv,json} and returns the report."""
     t, s = cfg.train, cfg.lr_find
+    require_current_folds(cfg)
     table = read_folds(cfg)
     classes = class_names(table[cfg.data.label_col])
     n_folds = fold_count(table)
