@@ -116,6 +116,7 @@ class FoldsConfig(Section):
 
 class ModelConfig(Section):
     backbone: str = Field("resnet10t", description="Any timm model name.")
+    pretrained: bool = Field(False, description="Start from timm's pretrained weights for the backbone, through timm's hub mechanism (the Hugging Face cache when offline, HF_HUB_OFFLINE=1).")
     pretrained_file: Path | None = Field(None, description="Local weights file for the backbone; none trains from scratch (no hub access).")
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the classifier head.")
     drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0, description="Stochastic depth rate in the body.")
@@ -277,6 +278,16 @@ class BlendConfig(Section):
     optimize_on: Literal["log_loss", "metric"] = Field("log_loss", description="optimize: minimise OOF log loss (smooth, SLSQP), or the metric itself (Nelder-Mead over softmax weights).")
 
 
+class TrackingConfig(Section):
+    """Experiment tracking (Weights & Biases); never part of the recipe."""
+    wandb: bool = Field(False, description="Log every fold and blend to Weights & Biases (one run per fold, grouped by experiment).")
+    project: str | None = Field(None, description="W&B project; none: medal-<competition>.")
+    entity: str | None = Field(None, description="W&B entity (user or team); none: the key's default.")
+    mode: Literal["auto", "online", "offline", "disabled"] = Field("auto", description="auto: online when an API key is present (WANDB_API_KEY, a Kaggle secret, or a login), else offline with a warning.")
+    tags: list[str] = Field([], description="Tags on every run.")
+    init_timeout: float = Field(30.0, gt=0, description="Seconds wandb.init may take before medal goes offline and says so.")
+
+
 class Config(Section):
     name: str = Field(description="Experiment name; outputs go to <output_dir>/<competition>/<name>.")
     seed: int = Field(42, description="Seed for training and augmentation.")
@@ -292,6 +303,7 @@ class Config(Section):
     report: ReportConfig = ReportConfig()
     infer: InferConfig = InferConfig()
     blend: BlendConfig = BlendConfig()
+    tracking: TrackingConfig = TrackingConfig()
     # The file and overrides it was loaded from, so a message can name the exact command to run.
     _source: tuple[str | None, tuple[str, ...]] = PrivateAttr((None, ()))
 

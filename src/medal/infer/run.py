@@ -46,8 +46,8 @@ def load_fold_model(cfg: Config, fold: int, classes: list[str], device: torch.de
     """The fold's best checkpoint (medal.modeling.checkpoint) as an eval-mode model."""
     state = load_best(layout.best_checkpoint(cfg, fold), device, classes,
                       provenance.command(cfg, "train", "--fold", str(fold), "--force"))
-    # The checkpoint holds every weight, so no pretrained file is read here.
-    model = build_model(cfg.model.model_copy(update={"pretrained_file": None}), len(classes))
+    # The checkpoint holds every weight, so no pretrained weights are read here (none may be reachable: a kernel).
+    model = build_model(cfg.model.model_copy(update={"pretrained_file": None, "pretrained": False}), len(classes))
     model.load_state_dict(state["model"])
     return model.to(device).eval()
 

@@ -1,0 +1,1 @@
+"""tracking: Weights & Biases runs for train and blend (being built, issue 11)."""
