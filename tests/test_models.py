@@ -1,4 +1,4 @@
-"""Backbones by timm name; pretrained weights from a local file only."""
+"""Backbones by timm name; pretrained weights from a local file (from the hub's cache: test_pretrained.py)."""
 from __future__ import annotations
 
 import pytest

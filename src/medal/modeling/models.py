@@ -1,4 +1,5 @@
-"""Backbones by timm name; pretrained weights only from a local file (no hub access); head init and freezing."""
+"""Backbones by timm name; pretrained weights from a local file or through timm's hub (the Hugging Face cache);
+head init and freezing."""
 from __future__ import annotations
 
 import timm
@@ -6,28 +7,34 @@ import torch
 
 from medal.core.config import ModelConfig
 from medal.images.augment import Stats
+from medal.modeling.weights import hub_access
 
 
 def build_model(cfg: ModelConfig, num_classes: int) -> torch.nn.Module:
     """A timm model with `num_classes` outputs; a new head is initialised as `cfg.head_init` says."""
     if cfg.pretrained_file is not None and not cfg.pretrained_file.is_file():
         raise FileNotFoundError(f"model.pretrained_file {cfg.pretrained_file} does not exist")
+    pretrained = cfg.pretrained or cfg.pretrained_file is not None
     try:
-        model = timm.create_model(
-            cfg.backbone,
-            pretrained=cfg.pretrained_file is not None,
-            pretrained_cfg_overlay=dict(file=str(cfg.pretrained_file)) if cfg.pretrained_file else None,
-            num_classes=num_classes,
-            drop_rate=cfg.drop_rate,
-            drop_path_rate=cfg.drop_path_rate or None,
-        )
+        with hub_access(cfg.backbone):
+            model = timm.create_model(
+                cfg.backbone,
+                pretrained=pretrained,
+                pretrained_cfg_overlay=dict(file=str(cfg.pretrained_file)) if cfg.pretrained_file else None,
+                num_classes=num_classes,
+                drop_rate=cfg.drop_rate,
+                drop_path_rate=cfg.drop_path_rate or None,
+            )
     except RuntimeError as err:
         if "Unknown model" in str(err):
             raise ValueError(f"model.backbone={cfg.backbone!r} is not a timm model: {err}") from None
+        if "No pretrained weights exist" in str(err):
+            raise ValueError(f"model.pretrained: timm has no pretrained weights for {cfg.backbone!r}; pick a name "
+                             f"from timm.list_pretrained() or train from scratch (model.pretrained=false)") from None
         raise
-    # timm keeps a pretrained head only when the class count matches the file's; that head is not new.
-    head_from_file = cfg.pretrained_file is not None and num_classes == model.pretrained_cfg.get("num_classes")
-    if not head_from_file:
+    # timm keeps a pretrained head only when the class count matches the weights'; that head is not new.
+    head_is_pretrained = pretrained and num_classes == model.pretrained_cfg.get("num_classes")
+    if not head_is_pretrained:
         init_head(model, cfg.head_init)
     return model
 
