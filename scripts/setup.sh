@@ -13,7 +13,7 @@ fi
 if ! "$PYTHON" - <<'PY' 2>/dev/null
 import importlib.metadata as md, sys
 from pathlib import Path
-import timm, albumentations, cv2, pandas, sklearn, scipy, yaml, pydantic, tqdm, matplotlib, pytest
+import timm, albumentations, cv2, pandas, sklearn, scipy, yaml, pydantic, tqdm, matplotlib, pytest, wandb
 import medal, importlinter
 # An editable install of another clone would shadow this one.
 sys.exit(0 if Path(medal.__file__).resolve().parent == Path("src/medal").resolve() else 1)

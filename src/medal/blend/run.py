@@ -37,6 +37,7 @@ from medal.core.tables import (
     read_folds,
     read_sample_submission,
 )
+from medal.tracking import track_blend
 
 
 def run_blend(cfg: Config, experiments: list[str] | None = None, submission_name: str | None = None) -> dict:
@@ -102,6 +103,7 @@ def _blend(cfg: Config, names: list[str], name: str) -> dict:
               "correlation": corr.to_dict(), "submission": str(path)}
     write_report(cfg, name, report, models, corr)
     _write_manifest(cfg, names, name, inputs, path)
+    track_blend(cfg, name, report, layout.blend_dir(cfg, name))
     return report
 
 

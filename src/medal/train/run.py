@@ -29,6 +29,7 @@ from medal.core.tables import class_names, fold_count, read_folds
 from medal.images.gallery import save_hardest_oof
 from medal.modeling.models import build_model
 from medal.modeling.runtime import compute_threads, pick_device, seed_everything
+from medal.tracking import Tracker, fold_tracker, track_cv
 from medal.train.diagnosis import diagnose, plot_curves
 from medal.train.fold import FoldData, split_fold
 from medal.train.state import COMPLETE, STALE, discard, fold_status, training_settings
@@ -89,12 +90,14 @@ def write_full_oof(cfg: Config, classes: list[str], n_folds: int) -> float:
         oof = pd.concat(parts, ignore_index=True)
         write_csv(layout.oof_csv(cfg), oof)
         cv = score(cfg.metric, oof["target"].to_numpy(), oof[classes].to_numpy())
-        write_json(layout.cv_json(cfg), {"metric": cfg.metric, "cv": cv, "n_folds": n_folds, "rows": len(oof)})
+        summary = {"metric": cfg.metric, "cv": cv, "n_folds": n_folds, "rows": len(oof)}
+        write_json(layout.cv_json(cfg), summary)
         provenance.write_manifest(
             manifest, cfg, "train", made=f"the OOF of {cfg.name!r} was gathered",
             settings=training_settings(cfg), outputs=[layout.oof_csv(cfg), layout.cv_json(cfg)],
             inputs=[provenance.Input(layout.fold_oof(cfg, k), layout.fold_manifest(cfg, k)) for k in range(n_folds)])
     get_logger().info("%s: OOF %s over %d folds = %.4f", cfg.name, cfg.metric, n_folds, cv)
+    track_cv(cfg, layout.oof_csv(cfg), summary)
     return cv
 
 
@@ -126,21 +129,33 @@ def _train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int,
     seed_everything(cfg.seed + fold)
     data = split_fold(cfg, table, classes, fold)
     device = pick_device(cfg.runtime.device)
-    with compute_threads(device, cfg.runtime.cpu_threads):
-        trainer = FoldTrainer(cfg, build_model(cfg.model, len(classes)).to(device), device, data, classes, fold)
-        best_score, best_epoch = trainer.fit()
-        valid_probs = trainer.predict_valid()
-    oof = prediction_frame(cfg.data.id_col, data.valid_ids, classes, valid_probs,
-                           fold=np.full(len(data.valid_ids), fold), target=data.valid_targets)
-    write_csv(layout.fold_oof(cfg, fold), oof)
-    report = _report_fold(cfg, trainer, data, classes, valid_probs, fold)
-    write_json(done, {"best_score": best_score, "best_epoch": best_epoch, "metric": cfg.metric, **report})
+    with fold_tracker(cfg, fold) as tracking:  # the run ends with the fold, marked failed if the fold fails
+        with compute_threads(device, cfg.runtime.cpu_threads):
+            trainer = FoldTrainer(cfg, build_model(cfg.model, len(classes)).to(device), device, data, classes, fold, tracking)
+            best_score, best_epoch = trainer.fit()
+            valid_probs = trainer.predict_valid()
+        oof = prediction_frame(cfg.data.id_col, data.valid_ids, classes, valid_probs,
+                               fold=np.full(len(data.valid_ids), fold), target=data.valid_targets)
+        write_csv(layout.fold_oof(cfg, fold), oof)
+        report = {"best_score": best_score, "best_epoch": best_epoch, "metric": cfg.metric,
+                  **_report_fold(cfg, trainer, data, classes, valid_probs, fold)}
+        write_json(done, report)
+        _track_fold(tracking, cfg, fold, report)
     provenance.write_manifest(
         layout.fold_manifest(cfg, fold), cfg, "train", args=("--force",), made=f"fold {fold} of {cfg.name!r} was trained",
         settings=settings,
         inputs=[provenance.Input(layout.folds_csv(cfg), layout.folds_manifest(cfg), digest=trainer.folds_sha256)],
         outputs=[layout.best_checkpoint(cfg, fold), layout.fold_oof(cfg, fold), done])
     return best_score
+
+
+def _track_fold(tracking: Tracker, cfg: Config, fold: int, report: dict) -> None:
+    """The fold's end on its W&B run: done.json as the summary, its plots, and its OOF table as an artifact."""
+    out = cfg.fold_dir(fold)
+    tracking.summarise(report)
+    tracking.log_images({"curves": out / "curves.png", "hardest_oof": out / "hardest_oof.png",
+                         **{grid.stem: grid for grid in sorted(out.glob("augment_*px.png"))}})
+    tracking.log_files(f"{cfg.name}-oof-fold{fold}", "oof", [layout.fold_oof(cfg, fold)])
 
 
 def _report_fold(cfg: Config, trainer: FoldTrainer, data: FoldData, classes: list[str],

@@ -39,6 +39,7 @@ from medal.modeling.checkpoint import (
 from medal.modeling.models import normalisation, set_train_mode
 from medal.modeling.predict import predict_probs
 from medal.modeling.runtime import autocast, grad_scaler, make_loader, speed_up
+from medal.tracking import Tracker
 from medal.train.fold import FoldData
 from medal.train.losses import Criterion
 from medal.train.optim import batch_lr_factor, build_optimizer, group_lrs, l1_penalty
@@ -63,7 +64,7 @@ class FoldTrainer:
     """One fold's model, optimizer, schedule, EMA and loaders; `fit()` trains it and writes its checkpoints."""
 
     def __init__(self, cfg: Config, model: torch.nn.Module, device: torch.device, data: FoldData,
-                 classes: list[str], fold: int) -> None:
+                 classes: list[str], fold: int, tracking: Tracker | None = None) -> None:
         t, r = self.t, self.r = cfg.train, cfg.runtime
         self.cfg, self.model, self.device, self.data, self.classes, self.fold = cfg, model, device, data, classes, fold
         self.out = cfg.fold_dir(fold)
@@ -87,6 +88,7 @@ class FoldTrainer:
         # The folds.csv this run trains on; last.pt records it, so a resume after folds changed is refused.
         self.folds_sha256 = provenance.sha256(layout.folds_csv(cfg))
         self.stage_index, self.loader, self.sampler, self.lr_factor = -1, None, None, 1.0
+        self.tracking = tracking or Tracker.off()
 
     def candidates(self) -> list[str]:
         """The weights that may become the fold's model (best.pt, early stopping, OOF): 'raw' and/or 'ema'."""
@@ -97,6 +99,7 @@ class FoldTrainer:
     def fit(self) -> tuple[float, int]:
         """Train every remaining epoch; returns (best validation score, its epoch)."""
         self._resume()
+        self.tracking.start(self.run_id)  # after _resume: a resumed fold continues its run
         for epoch in range(self.start_epoch, self.t.total_epochs):
             if self.patience_exhausted(epoch - 1):
                 get_logger().info("%s fold %d: early stop, no better %s for %d epochs (best %.4f @%d)", self.cfg.name,
@@ -113,6 +116,7 @@ class FoldTrainer:
             write_csv(self.out / "steps.csv", pd.DataFrame(self.steps))
             self._save_last(epoch)
             self._log_epoch(row)
+            self.tracking.log_epoch(row)
         return float(self.best_score), self.best_epoch
 
     def patience_exhausted(self, last_epoch: int) -> bool:
@@ -178,6 +182,7 @@ class FoldTrainer:
         step_losses = log.step_losses()
         for row, value in zip(self.steps[-n:], step_losses):
             row["loss"] = value
+        self.tracking.log_steps(self.steps[-n:], first=len(self.steps) - n)  # losses are read back per epoch, not per step
         return {"lr": group_lrs(self.optimizer)["lr"], **log.summary(self.cfg.metric), **summary}
 
     def _forward_backward(self, images: torch.Tensor, labels: torch.Tensor, group: int):
