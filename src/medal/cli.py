@@ -17,10 +17,10 @@ from medal.core.log import get_logger, setup_logging  # noqa: E402
 STAGE_SECTIONS = {
     "clean": ["data", "clean"],
     "folds": ["data", "folds"],
-    "train": ["data", "model", "train", "runtime", "report"],
+    "train": ["data", "model", "train", "runtime", "report", "tracking"],
     "lr-find": ["data", "model", "train", "lr_find", "runtime"],
     "infer": ["data", "model", "train", "infer", "runtime"],
-    "blend": ["data", "blend"],
+    "blend": ["data", "blend", "tracking"],
 }
 
 STAGE_HELP = {
@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                                   "Without it train refuses them; folds that match are skipped either way")
         if stage == "lr-find":
             sub.add_argument("--fold", type=int, default=0, help="sweep on fold K's training images (default 0)")
+        if stage == "infer":
+            sub.add_argument("--test-only", action="store_true",
+                             help="predict the test set only, with the views and fold models a full infer chose "
+                                  "(tta.json); oof_tta.csv is kept as it is (a Kaggle kernel)")
         if stage == "blend":
             sub.add_argument("--name", default=None, help="submission name (default: blend.submission_name)")
             sub.add_argument("--compare", action="store_true",
@@ -79,11 +83,44 @@ def build_parser() -> argparse.ArgumentParser:
     scorer.add_argument("--solution", type=Path, required=True, help="CSV with the true labels (id, label)")
     scorer.add_argument("-c", "--config", required=True, type=Path, help="config naming the competition data and metric")
     scorer.add_argument("args", nargs="*", metavar="key=value", help="config overrides")
+    _kaggle_parser(stages)
+    _weights_parser(stages)
     demo = stages.add_parser("demo", help="build the embedded demo competition (no download needed)")
     demo.add_argument("--out", type=Path, default=Path("input/demo"), help="where to write it (default input/demo)")
     demo.add_argument("--size", type=int, default=32, help="image side in pixels (default 32)")
     demo.add_argument("--per-class", type=int, default=None, help="images per class (default: all 1,797 digits)")
     return parser
+
+
+def _kaggle_parser(stages) -> None:
+    kaggle = stages.add_parser("kaggle", help="pack experiments and an offline kernel for a Kaggle code competition",
+                               description="pack: write a dataset folder (medal's wheel, the wheels a Kaggle image "
+                                           "lacks, the experiments' best checkpoints, configs and chosen TTA views) "
+                                           "and a kernel folder that predicts the test set and writes submission.csv")
+    kaggle.add_argument("action", choices=["pack"])
+    kaggle.add_argument("-c", "--config", required=True, type=Path, action="append",
+                        help="an experiment to pack (repeat for each; infer must have run for it)")
+    kaggle.add_argument("--out", type=Path, default=Path("kaggle"), help="where to write dataset/ and kernel/ (default kaggle)")
+    kaggle.add_argument("--user", default=os.environ.get("KAGGLE_USERNAME", "USERNAME"),
+                        help="Kaggle user owning the dataset and kernel (default $KAGGLE_USERNAME)")
+    kaggle.add_argument("--competition", default=None, help="competition slug (default: data.name of the config)")
+    kaggle.add_argument("--dataset", default=None, help="dataset slug (default medal-<competition>)")
+    kaggle.add_argument("--kernel", default=None, help="kernel slug (default medal-<competition>-kernel)")
+    kaggle.add_argument("--no-download", action="store_true",
+                        help="do not download the wheels a Kaggle image lacks (offline; the kernel must find them elsewhere)")
+    kaggle.add_argument("args", nargs="*", metavar="key=value", help="config overrides, applied to every config")
+
+
+def _weights_parser(stages) -> None:
+    weights = stages.add_parser("weights", help="pretrained backbone weights for a machine without internet")
+    actions = weights.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = actions.add_parser(
+        "export", help="write timm's pretrained weights of BACKBONE as DIR/model.safetensors and DIR/config.json",
+        description="Write timm's pretrained weights of BACKBONE (from the Hugging Face cache, else the hub) as "
+                    "DIR/model.safetensors with its timm config DIR/config.json. Upload DIR as a Kaggle dataset and "
+                    "set model.pretrained_file=/kaggle/input/<dataset>/model.safetensors: no internet needed.")
+    export.add_argument("backbone", metavar="BACKBONE", help="timm model name, with a tag if wanted (convnext_tiny.fb_in22k)")
+    export.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write model.safetensors and config.json into")
 
 
 def _split_args(stage: str, args: list[str]) -> tuple[list[str], list[str]]:
@@ -104,7 +141,16 @@ def run(ns: argparse.Namespace) -> int:
         log.info("demo competition in %s: %d train rows (%d planted broken files), %d test images",
                  ns.out, counts["train"], counts["planted"], counts["test"])
         return 0
+    if ns.stage == "weights":
+        from medal.modeling.weights import export_weights
+
+        weights, config = export_weights(ns.backbone, ns.out)
+        log.info("%s: timm's pretrained weights written to %s (config %s); for a kernel without internet set "
+                 "model.pretrained_file to that file in a Kaggle dataset", ns.backbone, weights, config)
+        return 0
     overrides, names = _split_args(ns.stage, ns.args)
+    if ns.stage == "kaggle":
+        return _kaggle([load_config(path, overrides) for path in ns.config], ns)
     cfg = load_config(ns.config, overrides)
     return STAGES[ns.stage](cfg, ns, names)
 
@@ -136,7 +182,15 @@ def _lr_find(cfg: Config, ns, names) -> int:
 
 def _infer(cfg: Config, ns, names) -> int:
     from medal.infer import run_infer
-    run_infer(cfg)
+    run_infer(cfg, test_only=ns.test_only)
+    return 0
+
+
+def _kaggle(cfgs: list[Config], ns) -> int:
+    from medal.kaggle import pack
+    packed = pack(cfgs, ns.out, user=ns.user, competition=ns.competition, dataset=ns.dataset, kernel=ns.kernel,
+                  download=not ns.no_download)
+    print(f"dataset {packed.dataset}\nkernel {packed.kernel}")
     return 0
 
 

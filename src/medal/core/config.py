@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from medal.core import names
+from medal.core import kaggle_env, names
 
 # Closed sets of registry names as types: pydantic refuses any other value and lists the choices.
 AugmentPreset = Literal[names.AUGMENT_PRESETS]
@@ -37,6 +37,10 @@ MetricName = Literal[names.METRICS]
 FoldStrategy = Literal[names.FOLD_STRATEGIES]
 BlendMethod = Literal[(*names.BLEND_METHODS, "compare")]
 TtaReduction = Literal[names.TTA_REDUCTIONS]
+
+
+# Body LR / head LR when fine-tuning a pretrained body: the usual tenth of the head's.
+PRETRAINED_BODY_LR_SCALE = 0.1
 
 
 class ConfigError(ValueError):
@@ -117,10 +121,18 @@ class FoldsConfig(Section):
 class ModelConfig(Section):
     backbone: str = Field("resnet10t", description="Any timm model name.")
     pretrained: bool = Field(False, description="Start from timm's pretrained weights for the backbone, through timm's hub mechanism (the Hugging Face cache when offline, HF_HUB_OFFLINE=1).")
-    pretrained_file: Path | None = Field(None, description="Local weights file for the backbone; none trains from scratch (no hub access).")
+    pretrained_file: Path | None = Field(None, description="Local weights file for the backbone, e.g. DIR/model.safetensors written by `medal weights export` into a Kaggle dataset (no hub access); excludes model.pretrained. Neither: train from scratch.")
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the classifier head.")
     drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0, description="Stochastic depth rate in the body.")
-    head_init: Literal["xavier", "kaiming", "timm"] = Field("xavier", description="Init of the new classifier head: xavier (Xavier-normal, suits a linear layer into softmax), kaiming (Kaiming-normal), timm (the backbone's own); biases start at 0. A head loaded from pretrained_file is kept.")
+    head_init: Literal["xavier", "kaiming", "timm"] = Field("xavier", description="Init of the new classifier head: xavier (Xavier-normal, suits a linear layer into softmax), kaiming (Kaiming-normal), timm (the backbone's own); biases start at 0. A pretrained head (weights with the same class count) is kept.")
+
+    @field_validator("pretrained_file")
+    @classmethod
+    def _one_source_of_weights(cls, value: Path | None, info) -> Path | None:
+        if value is not None and info.data.get("pretrained"):
+            raise ValueError("model.pretrained and model.pretrained_file are exclusive (timm's hub weights, or a "
+                             "local file): keep one")
+        return value
 
 
 class StageConfig(Section):
@@ -179,7 +191,7 @@ class TrainConfig(Section):
     momentum: float = Field(0.9, ge=0, lt=1, description="Momentum of sgd and rmsprop.")
     weight_decay: float = Field(0.01, ge=0, description="Weight decay (L2; decoupled for AdamW); biases and norms are exempt.")
     l1_head: float = Field(0.0, ge=0, description="L1 penalty on the classifier head's weights, added to the loss.")
-    body_lr_scale: float = Field(1.0, gt=0, le=1, description="Body LR = lr x this; the head keeps lr (e.g. 0.1 for a pretrained body).")
+    body_lr_scale: float = Field(1.0, gt=0, le=1, description="Body LR = lr x this; the head keeps lr. Unset, it is 0.1 for a pretrained body (model.pretrained or model.pretrained_file) without layer_decay, else 1.0.")
     layer_decay: float | None = Field(None, gt=0, le=1, description="Layer-wise LR decay (timm): each layer's LR is this times the next one's, up to the head.")
     freeze_body_epochs: int = Field(0, ge=0, description="Train only the head for this many first epochs (body weights and norm statistics frozen).")
     lr_reference_batch: int | None = Field(None, ge=1, description="Linear scaling rule: LR x (batch_size x accumulate / this). None: no scaling.")
@@ -280,10 +292,10 @@ class BlendConfig(Section):
 
 class TrackingConfig(Section):
     """Experiment tracking (Weights & Biases); never part of the recipe."""
-    wandb: bool = Field(False, description="Log every fold and blend to Weights & Biases (one run per fold, grouped by experiment).")
+    wandb: bool = Field(False, description="Log every fold and blend to Weights & Biases (one run per fold, grouped by experiment; run files under <output_dir>/<competition>/wandb).")
     project: str | None = Field(None, description="W&B project; none: medal-<competition>.")
     entity: str | None = Field(None, description="W&B entity (user or team); none: the key's default.")
-    mode: Literal["auto", "online", "offline", "disabled"] = Field("auto", description="auto: online when an API key is present (WANDB_API_KEY, a Kaggle secret, or a login), else offline with a warning.")
+    mode: Literal["auto", "online", "offline", "disabled"] = Field("auto", description="auto: WANDB_MODE when set, else online when an API key is present (WANDB_API_KEY, a Kaggle secret of that name, or `wandb login`), else offline with a warning. online without a key also goes offline, with a warning; disabled: no run at all.")
     tags: list[str] = Field([], description="Tags on every run.")
     init_timeout: float = Field(30.0, gt=0, description="Seconds wandb.init may take before medal goes offline and says so.")
 
@@ -313,6 +325,15 @@ class Config(Section):
         if not value or "/" in value or value in {".", ".."}:
             raise ValueError("must be a plain folder name")
         return value
+
+    @model_validator(mode="after")
+    def _pretrained_body_learns_slower(self) -> Config:
+        """Fine-tuning keeps what a pretrained body learned: an unset train.body_lr_scale becomes 0.1 for one (unless
+        layer_decay lowers the body's LR already). Filled in here, so the recipe a resume must match records it."""
+        t, m = self.train, self.model
+        if "body_lr_scale" not in t.model_fields_set and t.layer_decay is None and (m.pretrained or m.pretrained_file):
+            t.body_lr_scale = PRETRAINED_BODY_LR_SCALE
+        return self
 
     @model_validator(mode="after")
     def _ranks_only_for_metrics_that_read_them(self) -> Config:
@@ -362,6 +383,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     raw = _read_with_bases(path, seen=())
     for item in overrides or []:
         _apply_override(raw, item)
+    if kaggle_env.in_kernel():
+        # A config packed for a kernel names the local data folder and output folders (medal.kaggle).
+        try:
+            raw = kaggle_env.kernel_paths(raw, DataConfig.model_fields["sample_submission"].default,
+                                          {"output_dir": "outputs", "blend.submission_dir": "submissions"})
+        except kaggle_env.KaggleEnvError as err:
+            raise ConfigError(f"config {path}: {err}") from None
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as err:

@@ -9,6 +9,7 @@ and averages the folds into one preallocated array.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from medal.core.tables import (
     read_sample_submission,
 )
 from medal.images.paths import image_path
-from medal.infer.checks import check_fold_models, check_test_ids, check_test_images
+from medal.infer.checks import check_fold_models, check_test_ids, check_test_images, comparable
 from medal.infer.reduce import reduce_views, select_greedy
 from medal.infer.sources import SourcesDataset, source_transforms
 from medal.modeling.checkpoint import load_best, recipe
@@ -82,13 +83,14 @@ def read_inputs(cfg: Config) -> Inputs:
                   checkpoints)
 
 
-def run_infer(cfg: Config) -> dict:
-    """Write oof_tta.csv, test_pred.csv, tta.json and, last, their manifest; return the TTA report."""
+def run_infer(cfg: Config, test_only: bool = False) -> dict:
+    """Write oof_tta.csv, test_pred.csv, tta.json and, last, their manifest; return the TTA report.
+    test_only: predict the test set with the views chosen before (tta.json) and keep the OOF files (a kernel)."""
     with exclusive(layout.lock_file(cfg.exp_dir, "infer"), f"infer of {cfg.name!r}"):
         # Only infer's own temporaries: train writes into the same folder, and may be running.
         outputs = [layout.oof_tta_csv(cfg), layout.test_pred_csv(cfg), layout.tta_json(cfg)]
         remove_stale_temporaries(cfg.exp_dir, [p.name for p in outputs] + ["infer_config.yaml"])
-        return _infer(cfg)
+        return _infer_test_only(cfg) if test_only else _infer(cfg)
 
 
 def _infer(cfg: Config) -> dict:
@@ -114,16 +116,68 @@ def _infer(cfg: Config) -> dict:
     return report
 
 
+def _infer_test_only(cfg: Config) -> dict:
+    """The test pass alone, under the views and fold models a full infer chose and measured; the new
+    manifest vouches for the kept OOF files beside the new test predictions."""
+    report = _earlier_choice(cfg)
+    data = read_inputs(cfg)
+    _require_same_models(cfg, data)
+    provenance.invalidate(layout.infer_manifest(cfg))
+    chosen = report["chosen"]
+    test = prediction_frame(cfg.data.id_col, data.test_ids, data.classes,
+                            test_pass(cfg, data, chosen, pick_device(cfg.runtime.device)))
+    write_csv(layout.test_pred_csv(cfg), test)
+    write_text(cfg.exp_dir / "infer_config.yaml", config_snapshot(cfg))
+    _write_manifest(cfg, data)
+    get_logger().info("%s: test predictions for %d images (%s of %d folds, TTA %s chosen earlier) -> %s", cfg.name,
+                      len(data.test_ids), cfg.infer.fold_average, data.n_folds, "+".join(chosen),
+                      layout.test_pred_csv(cfg))
+    return report
+
+
+def _earlier_choice(cfg: Config) -> dict:
+    """tta.json of the full infer that --test-only builds on, once its manifest says it and oof_tta.csv are the
+    files that run wrote, under this config's recipe and infer settings."""
+    full = f"run the full `{provenance.command(cfg, 'infer')}` first"
+    for path in (layout.tta_json(cfg), layout.oof_tta_csv(cfg)):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: --test-only reuses the views a full infer chose; {full}")
+    record = provenance.read_manifest(layout.infer_manifest(cfg))
+    if record is None:
+        raise provenance.StaleError(f"{layout.infer_manifest(cfg)} does not exist (a killed infer): {full}")
+    before, now = comparable(record["settings"]), comparable(_settings(cfg))
+    if before != now:
+        raise provenance.StaleError(f"the views in {layout.tta_json(cfg)} were chosen with "
+                                    f"{provenance.settings_difference(before, now)} (then -> this config): {full}")
+    for path in (layout.tta_json(cfg), layout.oof_tta_csv(cfg)):
+        if record["outputs"].get(path.name, {}).get("sha256") != provenance.sha256(path):
+            raise provenance.StaleError(f"{path} is not the file the last infer wrote: {full}")
+    return json.loads(layout.tta_json(cfg).read_text())
+
+
+def _require_same_models(cfg: Config, data: Inputs) -> None:
+    """The fold models now are the ones the kept OOF files were measured on."""
+    record = provenance.read_manifest(layout.infer_manifest(cfg))
+    for fold, digest in data.checkpoints.items():
+        name = f"fold{fold}/{layout.best_checkpoint(cfg, fold).name}"
+        if record["inputs"].get(name, {}).get("sha256") != digest:
+            raise provenance.StaleError(f"{layout.best_checkpoint(cfg, fold)} changed since the views were chosen on "
+                                        f"OOF: run the full `{provenance.command(cfg, 'infer')}`")
+
+
+def _settings(cfg: Config) -> dict:
+    return {**recipe(cfg), "infer": cfg.infer.model_dump(mode="json", exclude={"batch_size"})}
+
+
 def _write_manifest(cfg: Config, data: Inputs) -> None:
     d = cfg.data
     inputs = [provenance.Input(layout.folds_csv(cfg), layout.folds_manifest(cfg)),
               provenance.Input(d.root / d.sample_submission, key="sample_submission.csv")]
     inputs += [provenance.Input(layout.best_checkpoint(cfg, k), layout.fold_manifest(cfg, k), digest=digest)
                for k, digest in data.checkpoints.items()]
-    infer = cfg.infer.model_dump(mode="json", exclude={"batch_size"})
     provenance.write_manifest(
         layout.infer_manifest(cfg), cfg, "infer", made=f"infer ran for {cfg.name!r}",
-        settings={**recipe(cfg), "infer": infer}, inputs=inputs,
+        settings=_settings(cfg), inputs=inputs,
         outputs=[layout.oof_tta_csv(cfg), layout.test_pred_csv(cfg), layout.tta_json(cfg)])
 
 

@@ -1,1 +1,4 @@
-"""kaggle: pack experiments and a kernel for an offline Kaggle code competition (being built, issue 11)."""
+"""kaggle: pack experiments, medal's wheels and an offline kernel for a Kaggle code competition."""
+from medal.kaggle.pack import pack
+
+__all__ = ["pack"]
