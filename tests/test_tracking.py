@@ -169,6 +169,9 @@ def test_a_resumed_fold_continues_its_run_id(toy, tmp_path, monkeypatch):
         mp.setattr(FoldTrainer, "_train_epoch", crash_at_epoch_2)
         with pytest.raises(KeyboardInterrupt):
             train(toy, tmp_path / "out", *overrides, fold=0)
+    # wandb names an offline run's folder by the second it starts and the run id: a resume within the same
+    # second would share the crashed run's folder (a real resume comes minutes later).
+    time.sleep(1.1)
     cfg = toy_cfg(toy, f"output_dir={tmp_path / 'out'}", *TOY, *overrides)
     with compute_threads(torch.device("cpu"), 1):
         run_train(cfg, fold=0)
