@@ -243,3 +243,17 @@ def test_run_train_refuses_before_touching_a_stale_fold(copy):
     with pytest.raises(provenance.StaleError):
         run_train(cfg)
     assert {p.name: p.stat().st_mtime_ns for p in cfg.fold_dir(0).iterdir()} == before
+
+
+def test_a_key_added_since_a_fold_was_trained_counts_at_its_default_and_only_there(copy, capsys):
+    # As a fold trained by an earlier medal records it: its recipe has no model.pretrained key.
+    cfg = copy.cfg()
+    for fold in range(2):
+        path = layout.fold_manifest(cfg, fold)
+        record = json.loads(path.read_text())
+        del record["settings"]["model"]["pretrained"]
+        path.write_text(json.dumps(record))
+    assert cli(capsys, "train", *copy.args())[0] == 0  # complete: the default keeps the old behaviour
+    assert cli(capsys, "infer", *copy.args())[0] == 0
+    code, err = cli(capsys, "train", *copy.args("tiny_resnet", "model.pretrained=true"))
+    assert code == 2 and "fold 0: it was trained with model.pretrained False -> True" in err

@@ -11,7 +11,7 @@ from medal.core import layout, provenance
 from medal.core.config import Config
 from medal.images.decode import decode_rgb
 from medal.images.paths import outside_folder
-from medal.modeling.checkpoint import load_best, recipe
+from medal.modeling.checkpoint import load_best, recipe, with_new_defaults
 
 
 def check_test_ids(cfg: Config, test_ids: list[str]) -> None:
@@ -49,7 +49,7 @@ def check_fold_models(cfg: Config, n_folds: int, classes: list[str]) -> dict[int
     digests = {}
     for fold in range(n_folds):
         record = _fold_manifest(cfg, fold)
-        trained, wanted = comparable(record["settings"]), comparable(recipe(cfg))
+        trained, wanted = comparable(with_new_defaults(record["settings"])), comparable(recipe(cfg))
         if trained != wanted:
             raise provenance.StaleError(
                 f"fold {fold} of {cfg.name!r} was trained with {provenance.settings_difference(trained, wanted)} "

@@ -33,7 +33,12 @@ from medal.core.tables import (
     read_sample_submission,
 )
 from medal.images.paths import image_path
-from medal.infer.checks import check_fold_models, check_test_ids, check_test_images, comparable
+from medal.infer.checks import (
+    check_fold_models,
+    check_test_ids,
+    check_test_images,
+    comparable,
+)
 from medal.infer.reduce import reduce_views, select_greedy
 from medal.infer.sources import SourcesDataset, source_transforms
 from medal.modeling.checkpoint import load_best, recipe

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medal.core.config import Config
+from medal.core.config import Config, ModelConfig, TrainConfig
 from medal.core.io import atomic_path
 
 
@@ -95,6 +95,18 @@ def recipe(cfg: Config) -> dict:
     change between a run and its resume; nothing else may."""
     return {"model": cfg.model.model_dump(mode="json"), "seed": cfg.seed, "metric": cfg.metric,
             "train": cfg.train.model_dump(mode="json")}
+
+
+def with_new_defaults(old: dict) -> dict:
+    """A recipe recorded by an earlier medal, with the keys added since filled in at their defaults. A new key's
+    default keeps the old behaviour, so a fold trained before the key existed was trained under that default:
+    adding a key must not make every earlier run stale, while setting it to anything else still does."""
+    sections = {"model": ModelConfig().model_dump(mode="json"), "train": TrainConfig().model_dump(mode="json")}
+    filled = dict(old)
+    for name, defaults in sections.items():
+        if isinstance(old.get(name), dict):
+            filled[name] = {**{k: v for k, v in defaults.items() if k not in old[name]}, **old[name]}
+    return filled
 
 
 def difference(old: dict | None, new: dict) -> str:

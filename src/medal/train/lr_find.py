@@ -20,9 +20,9 @@ import pandas as pd
 import torch
 
 from medal.core.config import Config, LrFindConfig
+from medal.core.freshness import require_current_folds
 from medal.core.io import atomic_path, write_csv, write_json
 from medal.core.log import get_logger, progress
-from medal.core.freshness import require_current_folds
 from medal.core.tables import class_names, fold_count, read_folds
 from medal.images.augment import train_transform
 from medal.images.dataset import ImageDataset

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from medal.core import layout, provenance
 from medal.core.config import Config
-from medal.modeling.checkpoint import load_last, recipe
+from medal.modeling.checkpoint import load_last, recipe, with_new_defaults
 
 COMPLETE, RESUME, NEW, STALE = "complete", "resume", "new", "stale"
 
@@ -45,9 +45,10 @@ def fold_status(cfg: Config, fold: int, settings: dict) -> FoldStatus:
 
 
 def _trained_status(cfg: Config, fold: int, record: dict, settings: dict) -> FoldStatus:
-    if record["settings"] != settings:
+    trained = with_new_defaults(record["settings"])
+    if trained != settings:
         return FoldStatus(STALE, f"it was trained with "
-                                 f"{provenance.settings_difference(record['settings'], settings)} (trained -> this config)")
+                                 f"{provenance.settings_difference(trained, settings)} (trained -> this config)")
     reason = provenance.stale_reason(layout.fold_manifest(cfg, fold), cfg)
     return FoldStatus(COMPLETE) if reason is None else FoldStatus(STALE, reason)
 
@@ -58,9 +59,10 @@ def _resume_status(cfg: Config, last, settings: dict) -> FoldStatus:
         state = load_last(last, "cpu")
     except ValueError as err:
         return FoldStatus(STALE, f"its unfinished run's {last.name} cannot be read ({err})")
-    if state.get("settings") != settings:
+    written = with_new_defaults(state.get("settings") or {})
+    if written != settings:
         return FoldStatus(STALE, f"its unfinished run ({last.name}) was written with "
-                                 f"{provenance.settings_difference(state.get('settings') or {}, settings)} "
+                                 f"{provenance.settings_difference(written, settings)} "
                                  "(trained -> this config)")
     if state.get("folds_sha256") != provenance.sha256(layout.folds_csv(cfg)):
         return FoldStatus(STALE, f"folds.csv changed since its unfinished run ({last.name}) started")

@@ -35,6 +35,7 @@ from medal.modeling.checkpoint import (
     rng_state,
     save_best,
     save_last,
+    with_new_defaults,
 )
 from medal.modeling.models import normalisation, set_train_mode
 from medal.modeling.predict import predict_probs
@@ -257,8 +258,9 @@ class FoldTrainer:
         if not path.is_file():
             return
         state = load_last(path, self.device)
-        if state.get("recipe") != recipe(self.cfg):
-            raise ValueError(f"{path} was written by a different recipe ({difference(state.get('recipe'), recipe(self.cfg))}); "
+        written = with_new_defaults(state.get("recipe") or {})
+        if written != recipe(self.cfg):
+            raise ValueError(f"{path} was written by a different recipe ({difference(written, recipe(self.cfg))}); "
                              f"resuming would mix two runs. Restore the config, or delete {self.out} to start the fold again")
         self.model.load_state_dict(state["model"])
         if self.ema is not None:
