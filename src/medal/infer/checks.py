@@ -49,7 +49,7 @@ def check_fold_models(cfg: Config, n_folds: int, classes: list[str]) -> dict[int
     digests = {}
     for fold in range(n_folds):
         record = _fold_manifest(cfg, fold)
-        trained, wanted = comparable(with_new_defaults(record["settings"])), comparable(recipe(cfg))
+        trained, wanted = comparable(record["settings"]), comparable(recipe(cfg))
         if trained != wanted:
             raise provenance.StaleError(
                 f"fold {fold} of {cfg.name!r} was trained with {provenance.settings_difference(trained, wanted)} "
@@ -78,7 +78,8 @@ def _fold_manifest(cfg: Config, fold: int) -> dict:
 
 def comparable(settings: dict) -> dict:
     """A recipe without what may differ between where a model trains and where it predicts: the pretrained
-    weights it started from, and whether it started from any (infer reads every weight from best.pt)."""
-    kept = {k: v for k, v in settings.items() if k != "pretrained_sha256"}
+    weights it started from, and whether it started from any (infer reads every weight from best.pt). Keys added
+    since `settings` was recorded count at their defaults (with_new_defaults), for every caller alike."""
+    kept = {k: v for k, v in with_new_defaults(settings).items() if k != "pretrained_sha256"}
     kept["model"] = {k: v for k, v in kept.get("model", {}).items() if k not in ("pretrained_file", "pretrained")}
     return kept

@@ -107,20 +107,3 @@ def with_new_defaults(old: dict) -> dict:
         if isinstance(old.get(name), dict):
             filled[name] = {**{k: v for k, v in defaults.items() if k not in old[name]}, **old[name]}
     return filled
-
-
-def difference(old: dict | None, new: dict) -> str:
-    """The keys whose values differ between two recipes, as `key: old -> new`."""
-    before, after = _flatten(old or {}), _flatten(new)
-    return ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}"
-                     for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k))
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat

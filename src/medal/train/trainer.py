@@ -27,7 +27,6 @@ from medal.images.augment import eval_transform, train_transform
 from medal.images.dataset import ImageDataset
 from medal.images.gallery import save_augment_grid
 from medal.modeling.checkpoint import (
-    difference,
     load_best,
     load_last,
     recipe,
@@ -260,7 +259,7 @@ class FoldTrainer:
         state = load_last(path, self.device)
         written = with_new_defaults(state.get("recipe") or {})
         if written != recipe(self.cfg):
-            raise ValueError(f"{path} was written by a different recipe ({difference(written, recipe(self.cfg))}); "
+            raise ValueError(f"{path} was written by a different recipe ({provenance.settings_difference(written, recipe(self.cfg))}); "
                              f"resuming would mix two runs. Restore the config, or delete {self.out} to start the fold again")
         self.model.load_state_dict(state["model"])
         if self.ema is not None:
