@@ -229,7 +229,7 @@ def test_output_folders_follow_competition_and_experiment_names(family, data_roo
 
 def test_describe_keys_lists_dotted_keys_with_defaults():
     lines = describe_keys()
-    assert any(line.strip().startswith("train.lr (default 0.001)") for line in lines)
+    assert any(line.strip().startswith("train.lr (default 'auto')") for line in lines)
     assert any(line.strip().startswith("data.root (required)") for line in lines)
     assert any(line.strip().startswith("name (required)") for line in lines)
 

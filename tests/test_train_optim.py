@@ -57,7 +57,7 @@ def test_layer_decay_gives_each_deeper_layer_a_geometrically_lower_lr():
 
 
 def test_weight_decay_applies_to_weights_but_not_to_biases_and_norms():
-    optimizer = build_optimizer(_model(), TrainConfig(weight_decay=0.05))
+    optimizer = build_optimizer(_model(), TrainConfig(lr=1e-3, weight_decay=0.05))
     for group in optimizer.param_groups:
         for param in group["params"]:
             assert group["weight_decay"] == (0.05 if param.ndim > 1 else 0.0)
@@ -69,14 +69,14 @@ def test_weight_decay_applies_to_weights_but_not_to_biases_and_norms():
     ("rmsprop", torch.optim.RMSprop, {"momentum": 0.8}),
 ])
 def test_optimizer_by_name(name, cls, extra):
-    optimizer = build_optimizer(_model(), TrainConfig(optimizer=name, momentum=0.8))
+    optimizer = build_optimizer(_model(), TrainConfig(lr=1e-3, optimizer=name, momentum=0.8))
     assert type(optimizer) is cls
     for key, value in extra.items():
         assert optimizer.defaults[key] == value
 
 
 def test_sgd_without_momentum_is_plain_sgd():
-    optimizer = build_optimizer(_model(), TrainConfig(optimizer="sgd", momentum=0.0))
+    optimizer = build_optimizer(_model(), TrainConfig(lr=1e-3, optimizer="sgd", momentum=0.0))
     assert type(optimizer) is torch.optim.SGD and optimizer.defaults["momentum"] == 0.0
 
 

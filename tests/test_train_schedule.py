@@ -93,7 +93,7 @@ def test_one_cycle_scales_each_group_by_its_lr_scale():
 
 
 def test_warmup_as_long_as_the_run_is_refused():
-    t = TrainConfig(epochs=2, warmup_epochs=2.0)
+    t = TrainConfig(lr=1e-3, epochs=2, warmup_epochs=2.0)
     optimizer = build_optimizer(build_model(ModelConfig(backbone="test_resnet"), 3), t)
     with pytest.raises(ValueError, match="warmup_epochs=2.0 leaves no epochs"):
         LrSchedule(optimizer, t, total_updates=10)

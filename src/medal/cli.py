@@ -19,6 +19,7 @@ STAGE_SECTIONS = {
     "folds": ["data", "folds"],
     "train": ["data", "model", "train", "runtime", "report", "tracking"],
     "lr-find": ["data", "model", "train", "lr_find", "runtime"],
+    "recipe-check": ["data", "model", "train", "runtime"],
     "infer": ["data", "model", "train", "infer", "runtime"],
     "blend": ["data", "blend", "tracking"],
 }
@@ -30,6 +31,9 @@ STAGE_HELP = {
              "and folds_report.md",
     "train": "train the experiment's model on every fold (or --fold K); write checkpoints, metrics and OOF",
     "lr-find": "LR range test on fold K's training images (default 0): plot loss against LR and suggest an LR",
+    "recipe-check": "train the current recipe, the plain recipe and the current one at other LRs (and any --try "
+                    "recipe) on one fold, each as experiment <name>-check-<recipe>, and compare their scores: are the "
+                    "defaults good on this competition? Writes <experiment>/recipe_check.csv and .md",
     "infer": "measure TTA views on OOF, keep those that help, predict the test set with every fold model",
     "blend": "compare experiments on OOF, blend them, write and check submissions/<name>.csv",
 }
@@ -62,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
                                   "Without it train refuses them; folds that match are skipped either way")
         if stage == "lr-find":
             sub.add_argument("--fold", type=int, default=0, help="sweep on fold K's training images (default 0)")
+        if stage == "recipe-check":
+            sub.add_argument("--fold", type=int, default=0, help="the one split to train on (default fold 0)")
+            sub.add_argument("--lr-factors", type=lambda text: tuple(float(x) for x in text.split(",") if x),
+                             default=(1 / 3, 3.0), metavar="F,F", help="LR grid around the current LR (default 0.3333,3)")
+            sub.add_argument("--try", dest="tries", action="append", default=[], metavar="NAME:key=value,...",
+                             help="another recipe to compare, e.g. flips:train.augment=flips (repeatable)")
         if stage == "infer":
             sub.add_argument("--test-only", action="store_true",
                              help="predict the test set only, with the views and fold models a full infer chose "
@@ -180,6 +190,15 @@ def _lr_find(cfg: Config, ns, names) -> int:
     return 0
 
 
+def _recipe_check(cfg: Config, ns, names) -> int:
+    from medal.core.report import markdown_table
+    from medal.train import run_recipe_check
+    table = run_recipe_check(cfg, ns.fold, ns.lr_factors, ns.tries)
+    print(f"recipe-check of {cfg.name}, fold {ns.fold}, {cfg.metric}:")
+    print(markdown_table(table.drop(columns=["experiment"]), index=False))
+    return 0
+
+
 def _infer(cfg: Config, ns, names) -> int:
     from medal.infer import run_infer
     run_infer(cfg, test_only=ns.test_only)
@@ -222,7 +241,8 @@ def _score(cfg: Config, ns, names) -> int:
     return 0
 
 
-STAGES = {"clean": _clean, "folds": _folds, "train": _train, "lr-find": _lr_find, "infer": _infer, "blend": _blend,
+STAGES = {"clean": _clean, "folds": _folds, "train": _train, "lr-find": _lr_find, "recipe-check": _recipe_check,
+          "infer": _infer, "blend": _blend,
           "check-submission": _check, "score": _score}
 
 

@@ -1,4 +1,9 @@
-"""Augmentation presets by name, built from albumentations."""
+"""Augmentation presets by name, built from albumentations.
+
+A preset either works on the image already resized to the training size, or, when it crops, takes its
+crop from the original image and resizes only that crop (CROPPING): a crop of an image shrunk first is
+an upscaled blur of fewer pixels, which cost the `photo` preset 6 points of held-out accuracy (issue 12).
+"""
 from __future__ import annotations
 
 from typing import Callable
@@ -28,21 +33,24 @@ def _flips(size: int) -> list:
 
 
 def _photo(size: int) -> list:
-    # Natural photos: random crops, mirror, colour.
+    # Natural photos: a random crop of the original (half of its area or more), mirror, colour.
     return [
-        A.RandomResizedCrop(size=(size, size), scale=(0.6, 1.0), p=1.0),
+        A.RandomResizedCrop(size=(size, size), scale=(0.5, 1.0), p=1.0),
         A.HorizontalFlip(p=0.5),
-        A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.5),
+        A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.8),
     ]
 
 
 PRESETS: dict[str, Callable[[int], list]] = {"none": _none, "light": _light, "flips": _flips, "photo": _photo}
+# Presets whose first step crops the original image to the training size, so no Resize comes before them.
+CROPPING = {"photo"}
 
 
 def train_transform(preset: str, size: int, stats: Stats) -> A.Compose:
     if preset not in PRESETS:
         raise ValueError(f"train.augment={preset!r} is not a preset; choose one of {sorted(PRESETS)}")
-    return A.Compose([A.Resize(size, size), *PRESETS[preset](size), *_to_tensor(stats)])
+    resize = [] if preset in CROPPING else [A.Resize(size, size)]
+    return A.Compose([*resize, *PRESETS[preset](size), *_to_tensor(stats)])
 
 
 def eval_transform(size: int, stats: Stats) -> A.Compose:

@@ -13,6 +13,9 @@ def build_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.Optim
     """AdamW, SGD (Nesterov momentum) or RMSprop over named groups ('head...', 'body...'), each with an
     `lr_scale` that the schedule multiplies into its LR: 1 for the head, body_lr_scale (times timm's
     layer-decay scale) for the body. Biases and norm weights get no weight decay."""
+    if t.lr == "auto":  # only a TrainConfig built outside a Config: the choice needs model.pretrained
+        raise ValueError("train.lr is 'auto', which a Config resolves (it depends on model.pretrained): build the "
+                         "TrainConfig inside a Config, or give train.lr a number")
     for param in model.parameters():
         param.requires_grad_(True)  # timm's grouping skips frozen parameters; freezing happens per epoch
     # timm's 'sgd' is Nesterov, which needs momentum; its 'momentum' is classical SGD (plain at momentum 0).
