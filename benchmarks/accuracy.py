@@ -6,7 +6,7 @@ solution.csv only after its submission file is written. The rows:
   1 medal plain, one split      no augmentation, constant LR, no label smoothing, no EMA (fold 0's model)
   2 medal default, one split    medal's defaults (fold 0's model; the CV estimate is fold 0's score)
   3 medal 5-fold + TTA          the default recipe on 5 folds, TTA views chosen on OOF, `medal blend` of it alone
-  4 medal blend of 3            row 3's model + resnet10t + resnet18 with the photo preset (seed 7), blended by
+  4 medal blend of 3            row 3's model + resnet10t + resnet10t with the photo preset (seed 7), blended by
                                 `medal blend` (method picked by nested CV; the CV estimate is the nested one)
   5 fastai                      vision_learner(resnet18, pretrained=False), lr_find's valley, fit_one_cycle(8),
                                 aug_transforms (benchmarks/peers/fastai_recipe.py; fastai lives in benchmarks/.fastai)
@@ -42,8 +42,9 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 BUDGET = {"image_size": 64, "epochs": 8, "batch_size": 64}
 # The blend's members: the default recipe and two others with different errors at the same budget.
+# The other two are resnet10t (about 60% of resnet18's cost), the second with other seeds and the photo preset.
 MEMBERS = {"default": {}, "r10t": {"model": {"backbone": "resnet10t"}},
-           "photo_s7": {"seed": 7, "train": {"augment": "photo"}}}
+           "r10t_photo_s7": {"seed": 7, "model": {"backbone": "resnet10t"}, "train": {"augment": "photo"}}}
 
 
 def write_configs(out: Path, data: Path, dataset: str) -> dict[str, Path]:
@@ -77,7 +78,7 @@ class Jobs:
 
     def run(self, name: str, command: list[str]) -> str:
         started = time.perf_counter()
-        log = self.logs / f"{name}.log"
+        log = self.logs / f"{name.replace('/', '_')}.log"
         with log.open("w") as handle:
             handle.write("$ " + " ".join(command) + "\n")
             handle.flush()
@@ -158,7 +159,10 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=None, help="work folder (default /tmp/medal_accuracy_<dataset>)")
     parser.add_argument("--parallel", type=int, default=2, help="jobs at a time, one torch thread each")
+    parser.add_argument("--epochs", type=int, default=BUDGET["epochs"], help="a smaller budget for a smoke run")
+    parser.add_argument("--size", type=int, default=BUDGET["image_size"], help="a smaller budget for a smoke run")
     args = parser.parse_args()
+    BUDGET.update(epochs=args.epochs, image_size=args.size)
     data = (args.data_root / args.dataset).resolve()
     out = (args.out or Path(f"/tmp/medal_accuracy_{args.dataset}")).resolve()
     configs = write_configs(out, data, args.dataset)
@@ -172,10 +176,10 @@ def main() -> None:
     # Longest first, peers interleaved with medal's folds, so that they share the machine alike.
     train = [("plain/fold0", medal("train", "-c", str(configs["plain"]), "--fold", "0"))]
     train += [(f"{m}/fold{k}", medal("train", "-c", str(configs[m]), "--fold", str(k))) for k in range(5) for m in MEMBERS]
-    peers = {"fastai": peer("fastai_recipe.py", data, folds, out / "peers" / "fastai"),
-             "timm": peer("timm_loop.py", data, folds, out / "peers" / "timm")}
+    peers = {"fastai": peer("fastai_recipe.py", data, folds, out / "peers" / args.dataset / "fastai"),
+             "timm": peer("timm_loop.py", data, folds, out / "peers" / args.dataset / "timm")}
     for name in peers:
-        (out / "peers" / name).mkdir(parents=True, exist_ok=True)
+        (out / "peers" / args.dataset / name).mkdir(parents=True, exist_ok=True)
     order = train[1:2] + [("peer:fastai", None)] + train[:1] + [("peer:timm", None)] + train[2:]
     results: dict[str, dict] = {}
 
@@ -183,7 +187,7 @@ def main() -> None:
         name, command = item
         if name.startswith("peer:"):
             peer_name = name.split(":")[1]
-            results[peer_name] = peer_result(jobs, peer_name, peers[peer_name], out / "peers" / peer_name)
+            results[peer_name] = peer_result(jobs, peer_name, peers[peer_name], out / "peers" / args.dataset / peer_name)
         else:
             jobs.run(name, command)
 

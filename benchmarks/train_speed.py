@@ -62,19 +62,20 @@ def trainer(cfg) -> FoldTrainer:
     return loop
 
 
-def measure(cfg, rounds: int) -> tuple[list[tuple[float, float]], int]:
-    """(loop, bare) images/s per round, and the torch threads both used (train_fold's choice, see
-    medal.modeling.runtime.compute_threads). The two alternate, an epoch against as many bare steps, so that load from other
-    processes on a shared machine hits both alike."""
+def measure(cfg, rounds: int) -> tuple[list[tuple[float, float]], int, int]:
+    """(loop, bare) images/s per round, the torch threads both used (train_fold's choice, see
+    medal.modeling.runtime.compute_threads) and the fold's training images. The two alternate, an epoch
+    against as many bare steps, so that load from other processes on a shared machine hits both alike."""
     with compute_threads(torch.device("cpu"), cfg.runtime.cpu_threads) as threads:
         loop, bare, results = trainer(cfg), BareStep(cfg), []
+        images = len(loop.loader.dataset)
         for epoch in range(1, rounds + 1):
             started = time.perf_counter()
             loop._train_epoch(epoch)
             loop_speed = len(loop.loader) * cfg.train.batch_size / (time.perf_counter() - started)
             results.append((loop_speed, bare.run(len(loop.loader))))
         del loop  # shuts the persistent workers down, so that their peak memory is counted
-    return results, threads
+    return results, threads, images
 
 
 def main() -> None:
@@ -85,16 +86,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="timed epochs, each against as many bare steps")
     parser.add_argument("--threads", type=int, default=None, help="runtime.cpu_threads (default: torch's own setting)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: a new folder under /tmp)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder, kept (default: a new folder under /tmp, removed at the end)")
     args = parser.parse_args()
-    out = args.out or Path(tempfile.mkdtemp(prefix="medal_train_speed_"))
-    cfg = flowers_config(out, "speed", [f"model.backbone={args.backbone}", f"train.image_size={args.size}",
-                                        f"train.batch_size={args.batch}", f"runtime.num_workers={args.workers}",
-                                        f"train.epochs={args.rounds + 1}", "runtime.device=cpu", "report.sample_grid=0",
-                                        f"runtime.cpu_threads={args.threads or 'null'}"])
-    results, threads = measure(cfg, args.rounds)
+    with tempfile.TemporaryDirectory(prefix="medal_train_speed_") as tmp:
+        cfg = flowers_config(args.out or Path(tmp), "speed", [
+            f"model.backbone={args.backbone}", f"train.image_size={args.size}", f"train.batch_size={args.batch}",
+            f"runtime.num_workers={args.workers}", f"train.epochs={args.rounds + 1}", "runtime.device=cpu",
+            "report.sample_grid=0", f"runtime.cpu_threads={args.threads or 'null'}"])
+        results, threads, images = measure(cfg, args.rounds)
     rss, worker_rss = max_rss_mib()
-    print(f"flowers fold 0 (2762 training images), {args.backbone} at {args.size}px, batch {args.batch}, "
+    print(f"flowers fold 0 ({images} training images), {args.backbone} at {args.size}px, batch {args.batch}, "
           f"{args.workers} workers, {threads} compute thread(s) for both, load average {os.getloadavg()[0]:.1f}")
     print(f"{'round':<6} {'loop img/s':>10} {'bare img/s':>10} {'loop/bare':>9}")
     for i, (loop_speed, bare_speed) in enumerate(results, 1):
