@@ -54,3 +54,6 @@ def test_recipe_check_trains_each_recipe_on_one_fold_and_a_rerun_trains_nothing(
     assert len(stamps) == 4
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    # A changed recipe: every check experiment is stale and retrained, none refused.
+    assert main([*args, "train.weight_decay=0.02"]) == 0
+    assert all(p.stat().st_mtime_ns != stamp for p, stamp in stamps.items())

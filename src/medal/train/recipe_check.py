@@ -2,7 +2,7 @@
 
 Each candidate is the experiment's config with a few keys changed, trained on one fold as an experiment of its
 own (<name>-check-<candidate>), so the normal stages, checks and skips apply: a second run trains only what
-changed. The candidates:
+changed (a check experiment made under another recipe is retrained). The candidates:
   current  the config as it is (train.lr auto resolved to a number);
   plain    no augmentation, a constant LR (no warmup, no decay), no label smoothing, no EMA;
   lr/3, lr*3 (by default)  the current recipe at other peak LRs: is the LR near its best on this data?
@@ -74,7 +74,8 @@ def run_recipe_check(cfg: Config, fold: int = 0, lr_factors: tuple[float, ...] =
         log.info("recipe-check %s: %s (experiment %s)", candidate.name, " ".join(candidate.overrides) or "as configured",
                  trial.name)
         started = time.perf_counter()
-        run_train(trial, fold=fold)
+        # force: these experiments are the check's own; one made under an earlier recipe is retrained, not refused.
+        run_train(trial, fold=fold, force=True)
         done = json.loads(layout.fold_done(trial, fold).read_text())
         rows.append({"recipe": candidate.name, "score": done["best_score"], "best_epoch": done["best_epoch"] + 1,
                      "weights": done.get("weights", ""), "diagnosis": done.get("diagnosis", {}).get("verdict", ""),
