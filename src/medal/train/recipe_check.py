@@ -79,7 +79,7 @@ def run_recipe_check(cfg: Config, fold: int = 0, lr_factors: tuple[float, ...] =
         done = json.loads(layout.fold_done(trial, fold).read_text())
         rows.append({"recipe": candidate.name, "score": done["best_score"], "best_epoch": done["best_epoch"] + 1,
                      "weights": done.get("weights", ""), "diagnosis": done.get("diagnosis", {}).get("verdict", ""),
-                     "lr": trial.train.lr, "seconds": round(time.perf_counter() - started, 1),
+                     "lr": f"{trial.train.lr:.3g}", "seconds": round(time.perf_counter() - started),
                      "overrides": " ".join(candidate.overrides), "experiment": trial.name})
     table = pd.DataFrame(rows)
     best = table["score"].idxmax() if higher_is_better(cfg.metric) else table["score"].idxmin()
