@@ -168,6 +168,8 @@ def main() -> None:
     data = (args.data_root / args.dataset).resolve()
     out = (args.out or Path(f"/tmp/medal_accuracy_{args.dataset}")).resolve()
     configs = write_configs(out, data, args.dataset)
+    # The command that made this folder's figures, for BENCHMARKS.md (run_all.py --accuracy-from shows it).
+    (out / "command.txt").write_text(" ".join(["python3", "benchmarks/accuracy.py", *sys.argv[1:]]) + "\n")
     jobs = Jobs(out)
     started = time.perf_counter()
     print(f"{args.dataset}: work in {out}", flush=True)

@@ -191,7 +191,9 @@ def accuracy_argv(dataset: str, out: Path) -> list[str]:
 def accuracy_from(folder: Path, dataset: str) -> Result:
     path = find_accuracy(folder, dataset)
     out = path.parent if path else folder / dataset
-    result = Result("accuracy", f"{TITLES['accuracy']}: {dataset}", display(accuracy_argv(dataset, out)))
+    command = out / "command.txt"  # written by accuracy.py: the exact command, flags included
+    shown = command.read_text().strip() if command.is_file() else display(accuracy_argv(dataset, out))
+    result = Result("accuracy", f"{TITLES['accuracy']}: {dataset}", shown)
     if path is None:
         result.failed = True
         result.note = f"no accuracy_{dataset}.json in {folder} or one folder below: not run, not found"
