@@ -173,6 +173,8 @@ def main() -> None:
     jobs = Jobs(out)
     started = time.perf_counter()
     print(f"{args.dataset}: work in {out}", flush=True)
+    # fastai is never medal's dependency: the peer gets its own folder, benchmarks/.fastai (idempotent).
+    jobs.run("install_fastai", ["bash", str(HERE / "peers" / "install_fastai.sh")])
     jobs.run("clean", medal("clean", "-c", str(configs["default"])))
     jobs.run("folds", medal("folds", "-c", str(configs["default"])))
     folds = out / "outputs" / args.dataset / "folds.csv"
