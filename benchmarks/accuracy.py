@@ -56,13 +56,14 @@ def write_configs(out: Path, data: Path, dataset: str) -> dict[str, Path]:
             "blend": {"submission_dir": str(out / "submissions")}}
     paths = {}
     (out / "configs").mkdir(parents=True, exist_ok=True)
-    for name, extra in {**MEMBERS, "plain": plain_recipe()}.items():
+    for name, extra in MEMBERS.items():
         config = yaml.safe_load(yaml.safe_dump(base))
         for key, value in extra.items():
             config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
         config["name"] = name
         paths[name] = out / "configs" / f"{name}.yaml"
         paths[name].write_text(yaml.safe_dump(config, sort_keys=False))
+    paths["plain"] = write_plain(paths["default"])
     return paths
 
 
@@ -239,13 +240,17 @@ def cv_rows(out: Path, dataset: str, data: Path, jobs: Jobs) -> list[dict]:
     return rows
 
 
-def plain_recipe() -> dict:
-    """No augmentation, no label smoothing, no EMA, and a constant LR (the cosine's floor is its peak): the
-    default's AdamW LR for this batch, so that only the toolbox differs."""
-    from medal.core.config import AUTO_LR, AUTO_LR_BATCH
-    lr = AUTO_LR[("adamw", "scratch")] * BUDGET["batch_size"] / AUTO_LR_BATCH
-    return {"train": {"augment": "none", "warmup_epochs": 0, "label_smoothing": 0, "ema": {"enabled": False},
-                      "lr": lr, "min_lr": lr}}
+def write_plain(default: Path) -> Path:
+    """The plain recipe exactly as `medal recipe-check` defines it (no augmentation, constant LR, no label
+    smoothing, no EMA), applied to the default config, so that only the toolbox differs."""
+    from medal.core.config import config_snapshot, derive, load_config
+    from medal.train.recipe_check import candidates
+
+    cfg = load_config(default)
+    plain = next(c for c in candidates(cfg) if c.name == "plain")
+    path = default.with_name("plain.yaml")
+    path.write_text(config_snapshot(derive(cfg, [*plain.overrides, "name=plain"])))
+    return path
 
 
 def report(out: Path, dataset: str, rows: list[dict], wall: float) -> None:
