@@ -147,11 +147,14 @@ def one_split_test_score(config: Path, data: Path) -> float:
 
 
 def test_score(submission: Path, data: Path) -> float:
-    import pandas as pd  # read solution.csv only here, after the submission file exists
+    """`medal score`'s scorer; solution.csv is read only here, after the submission file exists."""
+    import pandas as pd
 
-    predicted = pd.read_csv(submission, dtype=str).set_index("image_id")["label"]
-    truth = pd.read_csv(data / "solution.csv", dtype=str).set_index("image_id")["label"]
-    return float((predicted.loc[truth.index] == truth).mean())
+    from medal.core.submission import score_submission
+    from medal.core.tables import class_names
+
+    classes = class_names(pd.read_csv(data / "train.csv", dtype=str)["label"])
+    return score_submission(submission, data / "solution.csv", "image_id", "label", classes, "accuracy")
 
 
 def main() -> None:
