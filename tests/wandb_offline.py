@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import wandb
 from wandb.proto import wandb_internal_pb2
 
 BLOCK = 32 * 1024
@@ -57,6 +58,9 @@ class OfflineRun:
 
 def read_run(folder: Path) -> OfflineRun:
     """The run's settings, config, history rows, summary (the last value of each key), artifacts and exit code."""
+    # run.finish() only asks wandb's service to close the run's stream and returns at once; the file is whole
+    # once the service has shut down, and teardown waits for that (CI once read a file with no history yet).
+    wandb.teardown()
     (path,) = folder.glob("run-*.wandb")
     run, config, history, summary, artifacts, exit_code = None, {}, [], {}, [], None
     for record in records(path):
