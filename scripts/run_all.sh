@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole pipeline for one competition: clean and folds once, train and infer
-# each experiment, then blend them all into one checked submission.
+# each experiment, then blend them all into one checked submission, and write
+# each experiment's report.html and the blend's.
 # Usage: scripts/run_all.sh CONFIG [CONFIG ...]
 #   The first config's data and folds sections drive clean and folds; every
 #   config is one experiment (model recipe); blend uses the first config's
@@ -20,3 +21,8 @@ for config in "$@"; do
   names+=("$("${PYTHON:-python3}" -c "import sys; from medal.core.config import load_config; print(load_config(sys.argv[1]).name)" "$config")")
 done
 scripts/blend.sh "$1" "${names[@]}"
+# One self-contained HTML page per experiment and one for the blend (medal report).
+for config in "$@"; do
+  "${PYTHON:-python3}" -m medal report -c "$config"
+done
+"${PYTHON:-python3}" -m medal report -c "$1" --blend

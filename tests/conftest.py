@@ -123,7 +123,7 @@ def _cli(pipeline: Pipeline, stage: str, argv: list[str]) -> None:
 
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory) -> Pipeline:
-    """demo -> clean -> folds -> train x2 -> infer x2 -> blend -> check -> score, all via `medal.cli.main`.
+    """demo -> clean -> folds -> train x2 -> infer x2 -> blend -> report x3 -> check -> score, all via `medal.cli.main`.
 
     Stages that fail leave their exit code in `codes`; later stages still run so
     that tests report the first broken stage rather than a fixture error.
@@ -158,6 +158,9 @@ def pipeline(tmp_path_factory) -> Pipeline:
         _cli(p, f"train:{name}", ["train", "-c", str(path)])
         _cli(p, f"infer:{name}", ["infer", "-c", str(path)])
     _cli(p, "blend", ["blend", "-c", first])
+    for name, path in configs.items():  # as scripts/run_all.sh ends: a page per experiment and one for the blend
+        _cli(p, f"report:{name}", ["report", "-c", str(path)])
+    _cli(p, "report:blend", ["report", "-c", first, "--blend"])
     _cli(p, "check-submission", ["check-submission", str(p.submission), "-c", first])
     _cli(p, "score", ["score", str(p.submission), "--solution", str(root / "solution.csv"), "-c", first])
     return p

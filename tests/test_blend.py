@@ -275,7 +275,7 @@ def test_blend_report_holds_models_weights_correlations_and_both_cvs(compared):
     for heading in ["## Models (OOF)", "## Blend methods: in-sample against nested CV", "## OOF correlation (Pearson)"]:
         assert heading in text
     assert f"nested CV **{report['blend_cv']:.4f}**, in-sample {report['blend_in_sample']:.4f}" in text
-    assert "| | cv | fold_mean | fold_std | cv_no_tta | tta_gain | tta_views | weight | fold 0 | fold 1 |" in text
+    assert "| model | weight | cv | fold_mean | fold_std | cv_no_tta | tta_gain | tta_views | fold 0 | fold 1 |" in text
     for name in ["mean", "greedy", "caruana", "optimize", *EXPERIMENTS]:
         assert f"| {name} |" in text
     assert "| rank |" not in text  # accuracy reads probabilities: compare does not offer the rank blend

@@ -15,7 +15,7 @@ from medal.cli import main
 
 def test_every_stage_exits_0(pipeline):
     expected = ["demo", "clean", "folds", *[f"{s}:{n}" for n in EXPERIMENTS for s in ("train", "infer")],
-                "blend", "check-submission", "score"]
+                "blend", *[f"report:{n}" for n in EXPERIMENTS], "report:blend", "check-submission", "score"]
     assert sorted(pipeline.codes) == sorted(expected)
     assert {stage: code for stage, code in pipeline.codes.items() if code != 0} == {}
 

@@ -15,6 +15,10 @@ LINE = 13  # caption line height in pixels
 
 
 def _grid(images: list[np.ndarray], titles: list[str], path: Path, suptitle: str, cell: int = 112) -> None:
+    write_bytes(path, grid_png(images, titles, suptitle, cell))
+
+
+def grid_png(images: list[np.ndarray], titles: list[str], suptitle: str, cell: int = 112) -> bytes:
     """Tile RGB images (uint8, or floats in [0, 1]) into one PNG, each with its caption lines underneath.
     Drawn with OpenCV: a matplotlib figure of many subplots costs seconds per grid."""
     cols = min(8, len(images))
@@ -30,8 +34,8 @@ def _grid(images: list[np.ndarray], titles: list[str], path: Path, suptitle: str
             _text(canvas, line, x + 3, y + cell + LINE * (i + 1))
     ok, png = cv2.imencode(".png", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
     if not ok:
-        raise OSError(f"cannot encode the image grid {path}")
-    write_bytes(path, png.tobytes())
+        raise OSError(f"cannot encode the image grid {suptitle!r}")
+    return png.tobytes()
 
 
 def _text(canvas: np.ndarray, text: str, x: int, y: int) -> None:
@@ -80,7 +84,16 @@ def hardest(targets: np.ndarray, probs: np.ndarray, count: int) -> np.ndarray:
 
 def save_hardest_oof(paths: list[Path], ids: list[str], targets: np.ndarray, probs: np.ndarray,
                      classes: list[str], count: int, path: Path, title: str) -> list[str]:
-    """The fold's hardest validation images with true and predicted class; returns their ids."""
+    """The fold's hardest validation images with true and predicted class, as a PNG file; returns their ids."""
+    png, picked = hardest_png(paths, ids, targets, probs, classes, count, title)
+    write_bytes(path, png)
+    return picked
+
+
+def hardest_png(paths: list[Path], ids: list[str], targets: np.ndarray, probs: np.ndarray,
+                classes: list[str], count: int, title: str) -> tuple[bytes, list[str]]:
+    """The `count` highest-loss images with true and predicted class (and their probabilities), as PNG bytes;
+    and their ids, hardest first."""
     rows = hardest(targets, probs, count)
     images, titles = [], []
     for r in rows:
@@ -88,5 +101,4 @@ def save_hardest_oof(paths: list[Path], ids: list[str], targets: np.ndarray, pro
         guess = int(probs[r].argmax())
         titles.append(f"{str(ids[r])[:18]}\ntrue {classes[targets[r]][:10]} ({probs[r, targets[r]]:.2f})\n"
                       f"pred {classes[guess][:10]} ({probs[r, guess]:.2f})")
-    _grid(images, titles, path, title, cell=128)
-    return [str(ids[r]) for r in rows]
+    return grid_png(images, titles, title, cell=128), [str(ids[r]) for r in rows]
