@@ -69,7 +69,8 @@ def retrained(toy, tmp_path_factory) -> tuple[Config, Config]:
 
 @pytest.fixture(scope="module")
 def resumed(toy, tmp_path_factory) -> tuple[Config, list[int]]:
-    """The toy's fold 0 interrupted before epoch 2, then run again; returns the epochs the second run trained."""
+    """The toy's fold 0 interrupted before its third epoch (loop index 2), then run again; returns the loop
+    indices of the epochs the second run trained."""
     original = FoldTrainer._train_epoch
     trained: list[int] = []
 
@@ -89,7 +90,7 @@ def resumed(toy, tmp_path_factory) -> tuple[Config, list[int]]:
             _toy_run(toy, dest)
     cfg = toy_cfg(toy, f"output_dir={dest}", *TOY)
     assert not (cfg.fold_dir(0) / "done.json").exists()
-    assert torch.load(cfg.fold_dir(0) / "last.pt", weights_only=True)["epoch"] == 1
+    assert torch.load(cfg.fold_dir(0) / "last.pt", weights_only=True)["epoch"] == 2  # epochs done
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(FoldTrainer, "_train_epoch", record)
         with compute_threads(torch.device("cpu"), 1):
@@ -112,7 +113,7 @@ def test_each_fold_writes_checkpoints_metrics_oof_and_done_marker(pipeline, name
 @pytest.mark.parametrize("fold", range(N_FOLDS))
 def test_metrics_csv_has_one_row_per_epoch(pipeline, fold):
     metrics = pd.read_csv(pipeline.cfg().fold_dir(fold) / "metrics.csv")
-    assert metrics["epoch"].tolist() == list(range(EPOCHS))
+    assert metrics["epoch"].tolist() == list(range(1, EPOCHS + 1))
     assert {"lr", "train_loss", "valid_loss", "accuracy"} <= set(metrics.columns)
 
 
@@ -171,15 +172,15 @@ def test_best_checkpoint_is_the_epoch_with_the_best_validation_score(pipeline):
     assert json.loads((folder / "done.json").read_text())["best_score"] == pytest.approx(chosen.max())
 
 
-@pytest.mark.parametrize("metric, best_epoch", [("accuracy", 2), ("log_loss", 1)])
+@pytest.mark.parametrize("metric, best_epoch", [("accuracy", 3), ("log_loss", 2)])
 def test_best_checkpoint_follows_the_metrics_direction(toy, tmp_path, monkeypatch, metric, best_epoch):
-    scripted = iter([0.5, 0.2, 0.9])  # validation scores of epochs 0, 1, 2
+    scripted = iter([0.5, 0.2, 0.9])  # validation scores of epochs 1, 2, 3
     monkeypatch.setattr(FoldTrainer, "_valid_score", lambda self, probs: next(scripted))
     cfg = _toy_run(toy, tmp_path, f"metric={metric}", "train.ema.enabled=false")
     done = json.loads((cfg.fold_dir(0) / "done.json").read_text())
-    assert done["best_score"] == [0.5, 0.2, 0.9][best_epoch]
+    assert (done["best_score"], done["best_epoch"]) == ([0.5, 0.2, 0.9][best_epoch - 1], best_epoch)
     state = torch.load(cfg.fold_dir(0) / "best.pt", weights_only=True)
-    assert (state["epoch"], state["score"]) == (best_epoch, [0.5, 0.2, 0.9][best_epoch])
+    assert (state["epoch"], state["score"]) == (best_epoch, [0.5, 0.2, 0.9][best_epoch - 1])
     assert pd.read_csv(cfg.fold_dir(0) / "metrics.csv")[metric].tolist() == [0.5, 0.2, 0.9]
 
 
@@ -282,7 +283,7 @@ def test_resumed_fold_continues_at_the_epoch_after_last_pt(resumed):
 
 def test_resumed_fold_keeps_the_metrics_of_the_epochs_before_the_crash(resumed):
     cfg, _ = resumed
-    assert pd.read_csv(cfg.fold_dir(0) / "metrics.csv")["epoch"].tolist() == list(range(TOY_EPOCHS))
+    assert pd.read_csv(cfg.fold_dir(0) / "metrics.csv")["epoch"].tolist() == list(range(1, TOY_EPOCHS + 1))
 
 
 def test_resumed_fold_finishes_with_every_fold_file(resumed):

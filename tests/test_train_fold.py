@@ -71,8 +71,8 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(toy, tmp
     cfg = toy_cfg(toy, own_outputs(toy, tmp_path), "train.ema.enabled=false", "train.epochs=6", "train.patience=2")
     assert run_train(cfg, fold=0) == {0: 0.6}
     done = json.loads((cfg.fold_dir(0) / "done.json").read_text())
-    assert (done["epochs_trained"], done["stopped_early"], done["best_epoch"]) == (4, True, 1)
-    assert pd.read_csv(cfg.fold_dir(0) / "metrics.csv")["epoch"].tolist() == [0, 1, 2, 3]
+    assert (done["epochs_trained"], done["stopped_early"], done["best_epoch"]) == (4, True, 2)
+    assert pd.read_csv(cfg.fold_dir(0) / "metrics.csv")["epoch"].tolist() == [1, 2, 3, 4]
 
 
 def test_progressive_stages_continue_one_schedule_and_validate_at_the_final_size(toy, tmp_path):
@@ -83,7 +83,7 @@ def test_progressive_stages_continue_one_schedule_and_validate_at_the_final_size
     assert steps.groupby("epoch")["batch_size"].unique().map(list).tolist() == [[6], [10]]
     lr = steps["lr"].to_numpy()
     assert (np.diff(lr) < 0).all()  # one cosine across the stage boundary: no restart, no jump
-    first_of_stage_2 = lr[steps["epoch"].to_numpy() == 1][0]
+    first_of_stage_2 = lr[steps["epoch"].to_numpy() == 2][0]
     assert first_of_stage_2 == pytest.approx((cfg.train.lr + cfg.train.min_lr) / 2)  # half-way down the cosine
     assert torch.load(cfg.fold_dir(0) / "best.pt", weights_only=True)["image_size"] == 20
 

@@ -5,13 +5,14 @@ import argparse
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 # Set before albumentations is imported anywhere: no update check over the network.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from medal.core.config import Config, ConfigError, describe_keys, load_config  # noqa: E402
-from medal.core.log import get_logger, setup_logging  # noqa: E402
+from medal.core.config import Config, ConfigError, describe_keys, load_config
+from medal.core.log import get_logger, setup_logging
 
 # Which config sections each stage reads, for its --help.
 STAGE_SECTIONS = {
@@ -22,6 +23,7 @@ STAGE_SECTIONS = {
     "recipe-check": ["data", "model", "train", "runtime"],
     "infer": ["data", "model", "train", "infer", "runtime"],
     "blend": ["data", "blend", "tracking"],
+    "report": ["data", "report", "blend"],
 }
 
 STAGE_HELP = {
@@ -36,6 +38,9 @@ STAGE_HELP = {
                     "defaults good on this competition? Writes <experiment>/recipe_check.csv and .md",
     "infer": "measure TTA views on OOF, keep those that help, predict the test set with every fold model",
     "blend": "compare experiments on OOF, blend them, write and check submissions/<name>.csv",
+    "report": "write one self-contained HTML page (images embedded, nothing loaded from the network) about the "
+              "experiment: config, curves, LR, CV, TTA, confusion matrix, per-class precision and recall, hardest "
+              "OOF images; with --blend NAME about blend_<NAME> instead",
 }
 
 
@@ -76,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--test-only", action="store_true",
                              help="predict the test set only, with the views and fold models a full infer chose "
                                   "(tta.json); oof_tta.csv is kept as it is (a Kaggle kernel)")
+        if stage == "report":
+            sub.add_argument("--blend", nargs="?", const="", default=None, metavar="NAME",
+                             help="report on the blend NAME (blend_<NAME>/; default blend.submission_name) instead "
+                                  "of the config's experiment")
+            sub.add_argument("--out", type=Path, default=None,
+                             help="where to write the page (default <experiment>/report.html or blend_<NAME>/report.html)")
         if stage == "blend":
             sub.add_argument("--name", default=None, help="submission name (default: blend.submission_name)")
             sub.add_argument("--compare", action="store_true",
@@ -162,7 +173,24 @@ def run(ns: argparse.Namespace) -> int:
     if ns.stage == "kaggle":
         return _kaggle([load_config(path, overrides) for path in ns.config], ns)
     cfg = load_config(ns.config, overrides)
-    return STAGES[ns.stage](cfg, ns, names)
+    from medal.core import layout
+    from medal.core.log import log_to_file
+
+    # Each stage's log is also appended to medal.log beside its outputs; check-submission and score keep none.
+    blend = getattr(ns, "name", None) if ns.stage == "blend" else getattr(ns, "blend", None)
+    folder = {"clean": cfg.data_dir, "folds": cfg.data_dir,
+              "blend": layout.blend_dir(cfg, blend or cfg.blend.submission_name),
+              "report": cfg.exp_dir if blend is None else layout.blend_dir(cfg, blend or cfg.blend.submission_name),
+              **dict.fromkeys(["train", "infer", "lr-find", "recipe-check"], cfg.exp_dir)}.get(ns.stage)
+    with log_to_file(layout.log_file(folder) if folder is not None else None) as path:
+        try:
+            return STAGES[ns.stage](cfg, ns, names)
+        except Exception as err:
+            if path is not None and path.is_file():  # the file holds the run's log, so it should hold how it ended
+                with path.open("a", encoding="utf-8") as file:
+                    file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} ERROR medal {ns.stage} failed: "
+                               f"{type(err).__name__}: {err}\n")
+            raise
 
 
 def _clean(cfg: Config, ns, names) -> int:
@@ -222,6 +250,17 @@ def _blend(cfg: Config, ns, names) -> int:
     return 0
 
 
+def _report(cfg: Config, ns, names) -> int:
+    from medal.report.blend import write_blend_report
+    from medal.report.experiment import write_experiment_report
+    if ns.blend is None:
+        page = write_experiment_report(cfg, ns.out)
+    else:
+        page = write_blend_report(cfg, ns.blend or cfg.blend.submission_name, ns.out)
+    print(page)
+    return 0
+
+
 def _check(cfg: Config, ns, names) -> int:
     from medal.core.submission import check_submission
     from medal.core.tables import class_names, read_folds
@@ -242,7 +281,7 @@ def _score(cfg: Config, ns, names) -> int:
 
 
 STAGES = {"clean": _clean, "folds": _folds, "train": _train, "lr-find": _lr_find, "recipe-check": _recipe_check,
-          "infer": _infer, "blend": _blend,
+          "infer": _infer, "blend": _blend, "report": _report,
           "check-submission": _check, "score": _score}
 
 

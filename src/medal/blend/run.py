@@ -23,7 +23,7 @@ from medal.core.config import Config
 from medal.core.freshness import require_current_folds
 from medal.core.io import remove_stale_temporaries, write_csv
 from medal.core.locks import exclusive
-from medal.core.log import get_logger
+from medal.core.log import get_logger, set_progress
 from medal.core.metrics import higher_is_better, reads_scores
 from medal.core.submission import (
     check_submission,
@@ -49,6 +49,7 @@ def run_blend(cfg: Config, experiments: list[str] | None = None, submission_name
     if len(set(names)) != len(names):
         raise ValueError(f"experiments {names} name one more than once")
     name = submission_name or cfg.blend.submission_name
+    set_progress(cfg.report.progress_steps, cfg.report.progress_seconds)
     with exclusive(layout.lock_file(layout.blend_dir(cfg, name), "blend"), f"blend {name!r}"):
         # What a killed blend of this name left half-written: its report folder is its own, and of the
         # submission folder only this submission.
@@ -60,6 +61,8 @@ def run_blend(cfg: Config, experiments: list[str] | None = None, submission_name
 def _blend(cfg: Config, names: list[str], name: str) -> dict:
     log = get_logger()
     d = cfg.data
+    log.info("%s: blend %d experiment(s) %s on OOF %s, method %s -> %s (report in %s)", d.competition, len(names),
+             names, cfg.metric, cfg.blend.method, layout.submission_csv(cfg, name), layout.blend_dir(cfg, name))
     require_current_folds(cfg)
     table = read_folds(cfg)[[d.id_col, d.label_col, "fold"]]
     classes = class_names(table[d.label_col])
@@ -96,12 +99,12 @@ def _blend(cfg: Config, names: list[str], name: str) -> dict:
     log.info("submission written and checked: %s", path)
     report = {"metric": cfg.metric, "method": best.method, "members": names, "cv": models["cv"].to_dict(),
               "per_fold": per_fold, "cv_no_tta": _json_numbers(models["cv_no_tta"]),
-              "tta_gain": _json_numbers(models["tta_gain"]),
+              "tta_gain": _json_numbers(models["tta_gain"]), "tta_views": models["tta_views"].to_dict(),
               "weights": dict(zip(names, best.weights.tolist())),
               "blend_cv": best.nested, "blend_in_sample": best.in_sample,
               "methods": {e.method: _evaluation_json(e, names) for e in evaluations},
               "correlation": corr.to_dict(), "submission": str(path)}
-    write_report(cfg, name, report, models, corr)
+    write_report(cfg, name, report, corr)
     _write_manifest(cfg, names, name, inputs, path)
     track_blend(cfg, name, report, layout.blend_dir(cfg, name))
     return report

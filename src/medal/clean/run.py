@@ -28,12 +28,12 @@ from medal.clean.checks import (
 )
 from medal.clean.duplicates import find_duplicates
 from medal.clean.report import output_files, recorded_outputs, write_reports
-from medal.clean.scan import FileScan, ScanJob, TestScan, scan_files
+from medal.clean.scan import FileScan, ScanJob, TestScan, default_workers, scan_files
 from medal.core import layout, provenance
 from medal.core.config import Config
 from medal.core.io import remove_stale_temporaries
 from medal.core.locks import exclusive
-from medal.core.log import get_logger
+from medal.core.log import get_logger, set_progress
 from medal.core.tables import read_sample_submission, read_train_table, split_labels
 from medal.images.cache import cache_dir, cached_name
 from medal.images.paths import cache_spec, image_folder, outside_folder
@@ -172,6 +172,11 @@ def _clean(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
     inputs = _inputs(cfg)  # hashed before they are read, so the manifest holds what this run read
     table = read_train_table(cfg)
     test_ids = read_test_ids(cfg)
+    spec = cache_spec(cfg)
+    get_logger().info("%s: clean %d rows of %s (%d images) and %s test images, on %d worker processes%s -> %s",
+                      d.competition, len(table), d.train_csv, table[d.id_col].nunique(),
+                      len(test_ids) if test_ids is not None else "no", cfg.clean.workers or default_workers(),
+                      f", caching copies at most {spec.max_side}px" if spec is not None else "", cfg.data_dir)
     findings, stats = find_problems(cfg, table)
     drop_by = decide(findings, cfg.clean.policy)
     is_dropped = np.array([f is not None for f in drop_by], dtype=bool)
@@ -218,6 +223,7 @@ def _write_manifest(cfg: Config, inputs: list[provenance.Input]) -> None:
 def run_clean(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write clean.csv, dropped.csv, findings.csv, duplicates.csv, test_findings.csv and the report, then the
     manifest that ties them to train.csv; return (kept, dropped). One clean per output folder at a time."""
+    set_progress(cfg.report.progress_steps, cfg.report.progress_seconds)
     with exclusive(layout.lock_file(cfg.data_dir, "clean"), f"clean of {cfg.data.competition}"):
         # Only clean's own temporaries: folds writes into the same folder.
         names = [p.name for p in (*output_files(cfg), layout.clean_manifest(cfg))]

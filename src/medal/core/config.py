@@ -256,10 +256,13 @@ class RuntimeConfig(Section):
 
 
 class ReportConfig(Section):
-    """What a run shows about itself (grids, galleries, the diagnosis threshold); never part of the recipe."""
+    """What a run shows about itself (grids, galleries, the diagnosis threshold, progress lines); never part of
+    the recipe."""
     sample_grid: int = Field(16, ge=0, description="Save this many augmented training images per image size as fold<k>/augment_<size>px.png; 0 = off.")
     gallery_size: int = Field(16, ge=0, description="Save the fold's hardest OOF images (highest loss) as fold<k>/hardest_oof.png; 0 = off.")
     overfit_ratio: float = Field(10.0, gt=1, description="Fold diagnosis: overfitting when the validation loss is at least this many times the train loss (10: an order of magnitude).")
+    progress_steps: int = Field(50, ge=1, description="When stderr is not a terminal (a pipe, a log file), each loop logs a progress line (step, img/s, loss, lr, ETA) every this many steps (batches; in clean, chunks of images), or every progress_seconds, whichever comes first, and at its last step. In a terminal a progress bar shows instead.")
+    progress_seconds: float = Field(30.0, gt=0, description="When stderr is not a terminal: a loop logs a progress line at least this often, in seconds, even between progress_steps.")
 
 
 class InferConfig(Section):

@@ -126,3 +126,8 @@ def competition_files(cfg: Config) -> dict[str, Path]:
 # locks (medal.core.locks): one writer per stage output and per fold
 def lock_file(folder: Path, stage: str) -> Path:
     return folder / f".{stage}.lock"
+
+
+# the log every stage appends to (medal.core.log.log_to_file): the experiment's, the competition's or the blend's
+def log_file(folder: Path) -> Path:
+    return folder / "medal.log"

@@ -26,7 +26,7 @@ from medal.core.io import (
     write_text,
 )
 from medal.core.locks import exclusive
-from medal.core.log import get_logger
+from medal.core.log import get_logger, set_progress
 from medal.core.tables import split_labels
 from medal.folds.report import fold_report, report_markdown
 
@@ -193,6 +193,7 @@ def _outputs(cfg: Config) -> list[str]:
 def run_folds(cfg: Config) -> pd.DataFrame:
     """Read clean.csv, write folds.csv (clean.csv plus `fold`, and fold_s<r> per repeat), folds.json,
     folds_report.md and, last, the manifest that ties folds.csv to the clean.csv it split."""
+    set_progress(cfg.report.progress_steps, cfg.report.progress_seconds)
     with exclusive(layout.lock_file(cfg.data_dir, "folds"), f"folds of {cfg.data.competition}"):
         remove_stale_temporaries(cfg.data_dir, _outputs(cfg))
         return _make_folds(cfg)
@@ -201,6 +202,10 @@ def run_folds(cfg: Config) -> pd.DataFrame:
 def _make_folds(cfg: Config) -> pd.DataFrame:
     f = cfg.folds
     table = read_clean(cfg)
+    get_logger().info("%s: folds: split %d rows of %s into %d folds, strategy %s (seed %d, %d repeat(s)), groups kept "
+                      "whole: duplicates%s -> %s", cfg.data.competition, len(table), layout.clean_csv(cfg).name,
+                      f.n_folds, f.strategy, f.seed, f.repeats, f" and {f.group_col}" if f.group_col else "",
+                      layout.folds_csv(cfg))
     groups, linked = group_keys(cfg, table)
     seeds = {("fold" if r == 0 else f"fold_s{r}"): f.seed + r for r in range(f.repeats)}
     for column, seed in seeds.items():

@@ -22,7 +22,7 @@ from medal.core.config import Config, config_snapshot
 from medal.core.freshness import require_current_folds
 from medal.core.io import remove_stale_temporaries, write_csv, write_json, write_text
 from medal.core.locks import exclusive
-from medal.core.log import get_logger
+from medal.core.log import get_logger, set_progress
 from medal.core.metrics import higher_is_better, score
 from medal.core.predictions import prediction_frame, rank_scale
 from medal.core.tables import (
@@ -44,7 +44,7 @@ from medal.infer.sources import SourcesDataset, source_transforms
 from medal.modeling.checkpoint import load_best, recipe
 from medal.modeling.models import build_model, normalisation
 from medal.modeling.predict import predict_views
-from medal.modeling.runtime import make_loader, pick_device
+from medal.modeling.runtime import make_loader, pick_device, precision
 from medal.modeling.views import expand_views, get_view
 
 
@@ -91,6 +91,7 @@ def read_inputs(cfg: Config) -> Inputs:
 def run_infer(cfg: Config, test_only: bool = False) -> dict:
     """Write oof_tta.csv, test_pred.csv, tta.json and, last, their manifest; return the TTA report.
     test_only: predict the test set with the views chosen before (tta.json) and keep the OOF files (a kernel)."""
+    set_progress(cfg.report.progress_steps, cfg.report.progress_seconds)
     with exclusive(layout.lock_file(cfg.exp_dir, "infer"), f"infer of {cfg.name!r}"):
         # Only infer's own temporaries: train writes into the same folder, and may be running.
         outputs = [layout.oof_tta_csv(cfg), layout.test_pred_csv(cfg), layout.tta_json(cfg)]
@@ -105,6 +106,8 @@ def _infer(cfg: Config) -> dict:
     provenance.invalidate(manifest)  # from here until the new one is written, blend refuses these outputs
     device = pick_device(cfg.runtime.device)
     candidates = expand_views(cfg.infer.tta)
+    _log_start(cfg, data, device, f"TTA candidate views {'+'.join(candidates)} ({cfg.infer.tta_select}) measured on "
+                                  f"{len(data.table)} OOF images")
     oof_views, seconds = oof_pass(cfg, data, candidates, device)
     report = choose_views(cfg, oof_views, data.targets, seconds)
     chosen = report["chosen"]
@@ -129,8 +132,9 @@ def _infer_test_only(cfg: Config) -> dict:
     _require_same_models(cfg, data)
     provenance.invalidate(layout.infer_manifest(cfg))
     chosen = report["chosen"]
-    test = prediction_frame(cfg.data.id_col, data.test_ids, data.classes,
-                            test_pass(cfg, data, chosen, pick_device(cfg.runtime.device)))
+    device = pick_device(cfg.runtime.device)
+    _log_start(cfg, data, device, f"TTA views {'+'.join(chosen)} chosen earlier (tta.json); OOF files kept")
+    test = prediction_frame(cfg.data.id_col, data.test_ids, data.classes, test_pass(cfg, data, chosen, device))
     write_csv(layout.test_pred_csv(cfg), test)
     write_text(cfg.exp_dir / "infer_config.yaml", config_snapshot(cfg))
     _write_manifest(cfg, data)
@@ -138,6 +142,13 @@ def _infer_test_only(cfg: Config) -> dict:
                       len(data.test_ids), cfg.infer.fold_average, data.n_folds, "+".join(chosen),
                       layout.test_pred_csv(cfg))
     return report
+
+
+def _log_start(cfg: Config, data: Inputs, device: torch.device, views: str) -> None:
+    """What infer will do, in one line."""
+    get_logger().info("%s: infer on %s (%s): %d test images with %d fold models (folds 0-%d); %s -> %s", cfg.name,
+                      device, precision(device, cfg.runtime.amp), len(data.test_ids), data.n_folds, data.n_folds - 1,
+                      views, cfg.exp_dir)
 
 
 def _earlier_choice(cfg: Config) -> dict:
@@ -194,7 +205,7 @@ def oof_pass(cfg: Config, data: Inputs, views: list[str], device: torch.device) 
         model = load_fold_model(cfg, fold, data.classes, device)
         is_valid = (data.table["fold"] == fold).to_numpy()
         paths = [image_path(cfg, i, "train") for i in data.table.loc[is_valid, cfg.data.id_col]]
-        for name, logits in _predict(cfg, model, paths, views, device, f"oof fold {fold}", seconds).items():
+        for name, logits in _predict(cfg, model, paths, views, device, f"{cfg.name} oof fold {fold}", seconds).items():
             oof[name][is_valid] = logits
     return oof, seconds
 
@@ -205,7 +216,7 @@ def test_pass(cfg: Config, data: Inputs, views: list[str], device: torch.device)
     total = np.zeros((len(data.test_ids), len(data.classes)), dtype=np.float64)
     for fold in range(data.n_folds):
         model = load_fold_model(cfg, fold, data.classes, device)
-        logits = _predict(cfg, model, data.test_paths, views, device, f"test fold {fold}")
+        logits = _predict(cfg, model, data.test_paths, views, device, f"{cfg.name} test fold {fold}")
         probs = _reduce(cfg, [logits[v] for v in views])
         if cfg.infer.fold_average == "rank":
             probs = rank_scale(probs, axis=0)

@@ -39,7 +39,7 @@ def predict_views(model: torch.nn.Module, loader: DataLoader, device: torch.devi
     out: dict[str, np.ndarray] = {}
     seconds = dict.fromkeys(views, 0.0)
     loss_sum, labelled, start = 0.0, 0, 0
-    for batch, targets in progress(loader, desc=desc):
+    for batch, targets in progress(loader, desc=desc, images=lambda item: len(item[1]), short_is_silent=True):
         sources = batch if isinstance(batch, dict) else {BASE: batch}
         targets = targets.to(device)
         known = targets >= 0

@@ -56,6 +56,13 @@ def amp_dtype(device: torch.device, name: str | None = None) -> torch.dtype:
     return torch.bfloat16
 
 
+def precision(device: torch.device, enabled: bool, dtype: str | None = None) -> str:
+    """The precision `autocast` gives, in words: 'float32' on CPU or with amp off, else e.g. 'bf16 autocast'."""
+    if not (enabled and device.type == "cuda"):
+        return "float32"
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype(device, dtype)] + " autocast"
+
+
 def autocast(device: torch.device, enabled: bool, dtype: str | None = None):
     """Autocast on CUDA when asked (bf16 by default, see amp_dtype); a no-op context on CPU."""
     return torch.autocast(device_type=device.type, dtype=amp_dtype(device, dtype), enabled=enabled and device.type == "cuda")

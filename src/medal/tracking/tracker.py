@@ -125,10 +125,10 @@ class Tracker:
             self.run.log({"global_step": index, **{f"train/{k}": v for k, v in _numbers(row).items() if k != "step"}})
 
     def log_epoch(self, row: dict) -> None:
-        """A metrics.csv row as epoch/<key>, against epoch = row['epoch'] + 1 (epochs done, as the log counts)."""
+        """A metrics.csv row as epoch/<key>, against its epoch (from 1: the epochs done, as the log counts)."""
         if self.run is None:
             return
-        self.run.log({"epoch": row["epoch"] + 1, **{f"epoch/{k}": v for k, v in _numbers(row).items() if k != "epoch"}})
+        self.run.log({"epoch": row["epoch"], **{f"epoch/{k}": v for k, v in _numbers(row).items() if k != "epoch"}})
 
     def log_images(self, images: dict[str, Path]) -> None:
         """PNG files under their keys; files that were not written (a report turned off) are left out."""

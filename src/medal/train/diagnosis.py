@@ -30,7 +30,7 @@ def plot_curves(history: list[dict], metric: str, path: Path, title: str) -> Non
     """Train and validation loss (left) and metric (right) per epoch, EMA's where present, as a PNG."""
     from matplotlib.figure import Figure
 
-    epochs = [row["epoch"] + 1 for row in history]
+    epochs = [row["epoch"] for row in history]
     fig = Figure(figsize=(10, 4), dpi=100)
     loss_ax, metric_ax = fig.subplots(1, 2)
     for ax, keys, label in [(loss_ax, ["train_ce", "valid_loss", "ema_valid_loss"], "cross-entropy"),

@@ -22,7 +22,7 @@ import torch
 from medal.core.config import Config, LrFindConfig
 from medal.core.freshness import require_current_folds
 from medal.core.io import atomic_path, write_csv, write_json
-from medal.core.log import get_logger, progress
+from medal.core.log import get_logger, progress, set_progress
 from medal.core.tables import class_names, fold_count, read_folds
 from medal.images.augment import train_transform
 from medal.images.dataset import ImageDataset
@@ -31,6 +31,7 @@ from medal.modeling.runtime import (
     autocast,
     compute_threads,
     pick_device,
+    precision,
     seed_everything,
 )
 from medal.train.fold import split_fold
@@ -42,9 +43,10 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def lr_range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches, loss_fn: LossFn,
-                  s: LrFindConfig) -> dict:
+                  s: LrFindConfig, batch_size: int | None = None) -> dict:
     """Sweep the LR over `batches` ((images, labels) pairs, cycled); returns lrs, raw and smoothed losses.
-    Each group's LR is the sweep's times its `lr_scale`. Model and optimizer state are restored on return."""
+    Each group's LR is the sweep's times its `lr_scale`. Model and optimizer state are restored on return.
+    `batch_size`, when given, lets the progress line show images per second."""
     saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
     was_training = model.training
     scales = [g.get("lr_scale", 1.0) for g in optimizer.param_groups]
@@ -52,7 +54,8 @@ def lr_range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batc
     try:
         model.train()
         stream = itertools.cycle(batches) if not hasattr(batches, "__next__") else batches
-        for i in progress(range(s.steps), desc="lr-find"):
+        bar = progress(range(s.steps), desc="lr-find", images=batch_size)
+        for i in bar:
             lr = s.start_lr * (s.end_lr / s.start_lr) ** (i / (s.steps - 1))
             for group, scale in zip(optimizer.param_groups, scales):
                 group["lr"] = lr * scale
@@ -67,6 +70,7 @@ def lr_range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batc
             lrs.append(lr)
             losses.append(value)
             smoothed.append(current)
+            bar.set_postfix(loss=f"{current:.4f}", lr=f"{lr:.2e}")
             if not math.isfinite(current) or current > s.diverge * best:
                 break
             best = min(best, current)
@@ -108,6 +112,7 @@ def run_lr_find(cfg: Config, fold: int = 0) -> dict:
     """The range test on fold `fold`'s training images with the experiment's model, optimizer and loss
     (no mixup); writes <exp>/lr_find_fold<k>.{png,csv,json} and returns the report."""
     t, s = cfg.train, cfg.lr_find
+    set_progress(cfg.report.progress_steps, cfg.report.progress_seconds)
     require_current_folds(cfg)
     table = read_folds(cfg)
     classes = class_names(table[cfg.data.label_col])
@@ -117,10 +122,14 @@ def run_lr_find(cfg: Config, fold: int = 0) -> dict:
     seed_everything(cfg.seed + fold)
     device = pick_device(cfg.runtime.device)
     data = split_fold(cfg, table, classes, fold)
+    stage = t.stage_list()[0]
+    get_logger().info("%s: lr-find on fold %d's %d training images, on %s (%s): %s at %dpx, batch %d; LR from %.0e to "
+                      "%.0e over at most %d steps (%s rule) -> %s", cfg.name, fold, len(data.train_paths), device,
+                      precision(device, cfg.runtime.amp, cfg.runtime.amp_dtype), cfg.model.backbone, stage.image_size,
+                      stage.batch_size, s.start_lr, s.end_lr, s.steps, s.rule, cfg.exp_dir)
     model = build_model(cfg.model, len(classes)).to(device)
     set_train_mode(model, frozen_body=False)
     optimizer = build_optimizer(model, t)
-    stage = t.stage_list()[0]
     dataset = ImageDataset(data.train_paths, data.train_targets, train_transform(t.augment, stage.image_size, normalisation(model)))
     loader, sampler = seeded_train_loader(dataset, stage.batch_size, cfg.seed, cfg.runtime, device, persistent=False)
     sampler.set_epoch(cfg.seed)
@@ -134,7 +143,8 @@ def run_lr_find(cfg: Config, fold: int = 0) -> dict:
         return criterion.per_sample(logits, target).mean()
 
     with compute_threads(device, cfg.runtime.cpu_threads):
-        curve = lr_range_test(model, optimizer, ((x, y) for _ in itertools.count() for x, y, _ in loader), loss_fn, s)
+        curve = lr_range_test(model, optimizer, ((x, y) for _ in itertools.count() for x, y, _ in loader), loss_fn, s,
+                              stage.batch_size)
     lr = suggest(curve["lr"], curve["smoothed"], s.rule)
     stem = cfg.exp_dir / f"lr_find_fold{fold}"
     write_csv(stem.with_suffix(".csv"), pd.DataFrame(curve))

@@ -21,7 +21,7 @@ import pandas as pd
 from medal.core import layout
 from medal.core.config import Config, derive
 from medal.core.io import write_csv, write_text
-from medal.core.log import get_logger
+from medal.core.log import get_logger, set_progress
 from medal.core.metrics import higher_is_better
 from medal.core.report import markdown_table
 
@@ -68,8 +68,13 @@ def run_recipe_check(cfg: Config, fold: int = 0, lr_factors: tuple[float, ...] =
     )
 
     log = get_logger()
+    set_progress(cfg.report.progress_steps, cfg.report.progress_seconds)
+    recipes = candidates(cfg, lr_factors, extra)
+    log.info("%s: recipe-check on fold %d of %d recipes (%s), each trained as experiment %s-check-<recipe> for %d "
+             "epochs; table -> %s", cfg.name, fold, len(recipes), ", ".join(c.name for c in recipes), cfg.name,
+             cfg.train.total_epochs, cfg.exp_dir / "recipe_check.csv")
     rows = []
-    for candidate in candidates(cfg, lr_factors, extra):
+    for candidate in recipes:
         trial = candidate_config(cfg, candidate)
         log.info("recipe-check %s: %s (experiment %s)", candidate.name, " ".join(candidate.overrides) or "as configured",
                  trial.name)
@@ -77,7 +82,7 @@ def run_recipe_check(cfg: Config, fold: int = 0, lr_factors: tuple[float, ...] =
         # force: these experiments are the check's own; one made under an earlier recipe is retrained, not refused.
         run_train(trial, fold=fold, force=True)
         done = json.loads(layout.fold_done(trial, fold).read_text())
-        rows.append({"recipe": candidate.name, "score": done["best_score"], "best_epoch": done["best_epoch"] + 1,
+        rows.append({"recipe": candidate.name, "score": done["best_score"], "best_epoch": done["best_epoch"],
                      "weights": done.get("weights", ""), "diagnosis": done.get("diagnosis", {}).get("verdict", ""),
                      "lr": f"{trial.train.lr:.3g}", "seconds": round(time.perf_counter() - started),
                      "overrides": " ".join(candidate.overrides), "experiment": trial.name})

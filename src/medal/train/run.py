@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
 
 from medal.core import layout, provenance
 from medal.core.config import Config, config_snapshot
+from medal.core.environment import describe_device, versions
 from medal.core.freshness import require_current_folds
 from medal.core.io import (
     read_csv,
@@ -22,17 +24,30 @@ from medal.core.io import (
     write_text,
 )
 from medal.core.locks import exclusive
-from medal.core.log import get_logger
+from medal.core.log import get_logger, set_progress
 from medal.core.metrics import score
 from medal.core.predictions import prediction_frame
 from medal.core.tables import class_names, fold_count, read_folds
 from medal.images.gallery import save_hardest_oof
 from medal.modeling.models import build_model
-from medal.modeling.runtime import compute_threads, pick_device, seed_everything
+from medal.modeling.runtime import (
+    compute_threads,
+    pick_device,
+    precision,
+    seed_everything,
+)
 from medal.tracking import Tracker, fold_tracker, track_cv
 from medal.train.diagnosis import diagnose, plot_curves
 from medal.train.fold import FoldData, split_fold
-from medal.train.state import COMPLETE, STALE, discard, fold_status, training_settings
+from medal.train.state import (
+    COMPLETE,
+    RESUME,
+    STALE,
+    FoldStatus,
+    discard,
+    fold_status,
+    training_settings,
+)
 from medal.train.trainer import FoldTrainer
 
 __all__ = ["FoldData", "FoldTrainer", "run_train", "split_fold", "train_fold", "write_full_oof"]
@@ -42,6 +57,7 @@ def run_train(cfg: Config, fold: int | None = None, force: bool = False) -> dict
     """Train the given fold, or every fold; returns each fold's best CV score. A fold already trained under
     this recipe and these folds is skipped; a stale one is refused, or with `force` deleted and retrained."""
     log = get_logger()
+    set_progress(cfg.report.progress_steps, cfg.report.progress_seconds)
     require_current_folds(cfg)
     table = read_folds(cfg)
     classes = class_names(table[cfg.data.label_col])
@@ -50,9 +66,11 @@ def run_train(cfg: Config, fold: int | None = None, force: bool = False) -> dict
         raise ValueError(f"--fold {fold} is out of range: folds.csv has folds 0..{n_folds - 1}")
     selected = [fold] if fold is not None else list(range(n_folds))
     settings = training_settings(cfg)
-    stale = {k: s.reason for k in selected if (s := fold_status(cfg, k, settings)).kind == STALE}
+    status = {k: fold_status(cfg, k, settings) for k in selected}
+    stale = {k: s.reason for k, s in status.items() if s.kind == STALE}
     if stale and not force:
         raise provenance.StaleError(_refusal(cfg, stale, fold))
+    log.info(_start_line(cfg, table, classes, status))
     with exclusive(layout.lock_file(cfg.exp_dir, "train"), f"the files of experiment {cfg.name!r}", wait=True):
         # Only now, with every fold it will keep matching it: config.yaml names the recipe the folds have.
         write_text(cfg.exp_dir / "config.yaml", config_snapshot(cfg))
@@ -66,6 +84,40 @@ def run_train(cfg: Config, fold: int | None = None, force: bool = False) -> dict
     for k, value in scores.items():
         log.info("%s fold %d: best %s %.4f", cfg.name, k, cfg.metric, value)
     return scores
+
+
+def _start_line(cfg: Config, table: pd.DataFrame, classes: list[str], status: dict[int, FoldStatus]) -> str:
+    """What train will do, in one line: where, at what precision, which model, on how many images, which folds."""
+    t, r = cfg.train, cfg.runtime
+    device = pick_device(r.device)
+    sizes = table["fold"].value_counts()
+    split = ", ".join(f"fold {k}: {len(table) - sizes.get(k, 0)}/{sizes.get(k, 0)}" for k in status)
+    todo = [k for k, s in status.items() if s.kind != COMPLETE]
+    resumed = [k for k, s in status.items() if s.kind == RESUME]
+    stale = [k for k, s in status.items() if s.kind == STALE]  # only with --force: retrained from scratch
+    complete = [k for k, s in status.items() if s.kind == COMPLETE]
+    params = parameter_count(cfg, len(classes))
+    stages = t.stage_list()  # progressive stages, or one
+    budget = " + ".join(f"{s.image_size}px, {s.epochs} epochs, batch {s.batch_size}" for s in stages)
+    amp = "on" if r.amp and device.type == "cuda" else "off"
+    return (f"{cfg.name}: train on {device} ({precision(device, r.amp, r.amp_dtype)}, amp {amp}): {cfg.model.backbone} "
+            f"({f'{params:,}' if params is not None else 'unknown'} parameters, {len(classes)} classes); "
+            f"{len(table)} images (train/valid {split}); to train: folds {todo or 'none'}"
+            f"{f' ({resumed} resuming from last.pt)' if resumed else ''}"
+            f"{f' ({stale} stale, retrained)' if stale else ''}; complete, skipped: {complete or 'none'}; "
+            f"{budget} -> {cfg.exp_dir}")
+
+
+def parameter_count(cfg: Config, num_classes: int) -> int | None:
+    """The model's parameter count, from a copy built on the meta device (no memory, no weights read);
+    None for a model that cannot be built there."""
+    shape = cfg.model.model_copy(update={"pretrained": False, "pretrained_file": None})
+    try:
+        with torch.device("meta"):
+            model = build_model(shape, num_classes)
+    except Exception:  # noqa: BLE001 - an init that reads tensor values; the count is not worth a failed start
+        return None
+    return sum(p.numel() for p in model.parameters())
 
 
 def _refusal(cfg: Config, stale: dict[int, str], fold: int | None) -> str:
@@ -138,6 +190,8 @@ def _train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int,
                                fold=np.full(len(data.valid_ids), fold), target=data.valid_targets)
         write_csv(layout.fold_oof(cfg, fold), oof)
         report = {"best_score": best_score, "best_epoch": best_epoch, "metric": cfg.metric,
+                  "environment": {**describe_device(device, precision(device, cfg.runtime.amp, cfg.runtime.amp_dtype)),
+                                  **versions()},
                   **_report_fold(cfg, trainer, data, classes, valid_probs, fold)}
         write_json(done, report)
         _track_fold(tracking, cfg, fold, report)
@@ -172,7 +226,7 @@ def _report_fold(cfg: Config, trainer: FoldTrainer, data: FoldData, classes: lis
     if cfg.train.mixup.enabled:
         diagnosis["note"] = "the train loss is measured on mixed (mixup/cutmix) batches, which raises it"
     get_logger().info("%s fold %d diagnosis: %s (train CE %.4f vs validation CE %.4f at epoch %d): %s", cfg.name, fold,
-                      diagnosis["verdict"], diagnosis["train_loss"], diagnosis["valid_loss"], last["epoch"] + 1,
+                      diagnosis["verdict"], diagnosis["train_loss"], diagnosis["valid_loss"], last["epoch"],
                       diagnosis["advice"])
     return {"weights": trainer.best_weights, "epochs_trained": len(trainer.history),
             "stopped_early": len(trainer.history) < cfg.train.total_epochs, "diagnosis": diagnosis,

@@ -83,7 +83,8 @@ class FoldTrainer:
         self.tracker = LossTracker(len(data.train_paths))
         self.history: list[dict] = []
         self.steps: list[dict] = []
-        self.start_epoch, self.best_score, self.best_epoch, self.best_weights, self.updates = 0, None, -1, "raw", 0
+        # Epochs are numbered from 1 in every file and line (best_epoch 0: none yet); loop indices count from 0.
+        self.start_epoch, self.best_score, self.best_epoch, self.best_weights, self.updates = 0, None, 0, "raw", 0
         self.run_id = uuid.uuid4().hex  # the tracking run id; a resumed fold keeps the one in last.pt
         # The folds.csv this run trains on; last.pt records it, so a resume after folds changed is refused.
         self.folds_sha256 = provenance.sha256(layout.folds_csv(cfg))
@@ -97,17 +98,17 @@ class FoldTrainer:
         return ["ema"] if self.t.ema.oof == "ema" else ["raw", "ema"]
 
     def fit(self) -> tuple[float, int]:
-        """Train every remaining epoch; returns (best validation score, its epoch)."""
+        """Train every remaining epoch; returns (best validation score, its epoch, from 1)."""
         self._resume()
         self.tracking.start(self.run_id)  # after _resume: a resumed fold continues its run
         for epoch in range(self.start_epoch, self.t.total_epochs):
-            if self.patience_exhausted(epoch - 1):
+            if self.patience_exhausted(epoch):
                 get_logger().info("%s fold %d: early stop, no better %s for %d epochs (best %.4f @%d)", self.cfg.name,
-                                  self.fold, self.cfg.metric, self.t.patience, self.best_score, self.best_epoch + 1)
+                                  self.fold, self.cfg.metric, self.t.patience, self.best_score, self.best_epoch)
                 break
             started = time.perf_counter()
             stage = self._enter_stage(epoch)
-            row = {"epoch": epoch, "image_size": stage.image_size, "batch_size": stage.batch_size}
+            row = {"epoch": epoch + 1, "image_size": stage.image_size, "batch_size": stage.batch_size}
             row.update(self._train_epoch(epoch))
             row.update(self._validate(epoch))
             row["seconds"] = time.perf_counter() - started
@@ -120,6 +121,7 @@ class FoldTrainer:
         return float(self.best_score), self.best_epoch
 
     def patience_exhausted(self, last_epoch: int) -> bool:
+        """Whether `last_epoch` (from 1; the epochs done) is `patience` epochs past the best one."""
         return self.t.patience is not None and last_epoch - self.best_epoch >= self.t.patience
 
     def _enter_stage(self, epoch: int) -> StageConfig:
@@ -165,7 +167,7 @@ class FoldTrainer:
         self.schedule.update(epoch, self.updates, self.lr_factor)
         log = EpochLog()
         self.optimizer.zero_grad(set_to_none=True)
-        bar = progress(self.loader, desc=f"fold {self.fold} epoch {epoch + 1}/{t.total_epochs}")
+        bar = progress(self.loader, desc=self._epoch_name(epoch), images=lambda batch: len(batch[0]))
         for i, (images, labels, indices) in enumerate(bar):
             lrs = group_lrs(self.optimizer)
             group = min(t.accumulate, n - i // t.accumulate * t.accumulate)  # micro-batches in this update
@@ -175,9 +177,9 @@ class FoldTrainer:
                 self.schedule.update(epoch + (i + 1) / n, self.updates, self.lr_factor)
             log.add(loss, logits, labels)
             self.tracker.record(indices, per_sample)
-            self.steps.append({"epoch": epoch, "step": i, "update": self.updates, "image_size": images.shape[-1],
+            self.steps.append({"epoch": epoch + 1, "step": i, "update": self.updates, "image_size": images.shape[-1],
                                "batch_size": len(images), **lrs})
-            if i % BAR_EVERY == 0 or i + 1 == n:
+            if i % BAR_EVERY == 0 or i + 1 == n or bar.due():
                 bar.set_postfix(**log.live(), lr=f"{lrs['lr']:.2e}")
         step_losses = log.step_losses()
         for row, value in zip(self.steps[-n:], step_losses):
@@ -216,10 +218,12 @@ class FoldTrainer:
     def _validate(self, epoch: int) -> dict:
         """Validate the raw weights (and the EMA's); save best.pt when the chosen weights improve."""
         metric = self.cfg.metric
-        probs, loss = predict_probs(self.forward, self.valid_loader, self.device, self.r.amp, desc="valid")
+        desc = f"{self._epoch_name(epoch)} valid"
+        probs, loss = predict_probs(self.forward, self.valid_loader, self.device, self.r.amp, desc=desc)
         row = {"valid_loss": loss, metric: self._valid_score(probs)}
         if self.ema is not None:
-            ema_probs, ema_loss = predict_probs(self.ema.module, self.valid_loader, self.device, self.r.amp, desc="valid ema")
+            ema_probs, ema_loss = predict_probs(self.ema.module, self.valid_loader, self.device, self.r.amp,
+                                                desc=f"{desc} ema")
             row.update({"ema_valid_loss": ema_loss, f"ema_{metric}": self._valid_score(ema_probs)})
         scores = {"raw": row[metric], "ema": row.get(f"ema_{metric}")}
         chosen = self.candidates()[0]
@@ -227,9 +231,9 @@ class FoldTrainer:
             chosen = name if is_better(metric, scores[name], scores[chosen]) else chosen
         row["chosen"] = chosen
         if is_better(metric, scores[chosen], self.best_score):
-            self.best_score, self.best_epoch, self.best_weights = scores[chosen], epoch, chosen
+            self.best_score, self.best_epoch, self.best_weights = scores[chosen], epoch + 1, chosen
             save_best(layout.best_checkpoint(self.cfg, self.fold), self.ema.module if chosen == "ema" else self.model,
-                      classes=self.classes, epoch=epoch, score=scores[chosen], backbone=self.cfg.model.backbone,
+                      classes=self.classes, epoch=epoch + 1, score=scores[chosen], backbone=self.cfg.model.backbone,
                       weights=chosen, image_size=self.t.image_size, run_id=self.run_id)
         return row
 
@@ -239,14 +243,15 @@ class FoldTrainer:
     def predict_valid(self) -> np.ndarray:
         """Validation probabilities of the fold's best.pt weights (loaded into the fold's model)."""
         self.model.load_state_dict(load_best(layout.best_checkpoint(self.cfg, self.fold), self.device)["model"])
-        probs, _ = predict_probs(self.forward, self.valid_loader, self.device, self.r.amp, desc="oof")
+        probs, _ = predict_probs(self.forward, self.valid_loader, self.device, self.r.amp,
+                                 desc=f"{self.cfg.name} fold {self.fold} oof")
         return probs
 
     def _save_last(self, epoch: int) -> None:
         save_last(layout.last_checkpoint(self.cfg, self.fold), {
             "model": self.model.state_dict(), "ema": self.ema.module.state_dict() if self.ema is not None else None,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(),
-            "scaler": self.scaler.state_dict(), "rng": rng_state(), "epoch": epoch, "step": self.updates,
+            "scaler": self.scaler.state_dict(), "rng": rng_state(), "epoch": epoch + 1, "step": self.updates,
             "sampler": self.tracker.state_dict(), "run_id": self.run_id, "best_score": self.best_score,
             "best_epoch": self.best_epoch, "best_weights": self.best_weights, "history": self.history,
             "recipe": recipe(self.cfg), "settings": training_settings(self.cfg), "folds_sha256": self.folds_sha256,
@@ -270,7 +275,8 @@ class FoldTrainer:
             self.scaler.load_state_dict(state["scaler"])
         restore_rng(state["rng"])
         self.tracker.load_state_dict(state["sampler"])
-        self.start_epoch, self.updates, self.run_id = state["epoch"] + 1, state["step"], state["run_id"]
+        # state["epoch"]: the last epoch done, from 1, so also the loop index of the next one.
+        self.start_epoch, self.updates, self.run_id = state["epoch"], state["step"], state["run_id"]
         self.best_score, self.best_epoch, self.history = state["best_score"], state["best_epoch"], state["history"]
         self.best_weights = state["best_weights"]
         steps = self.out / "steps.csv"
@@ -280,14 +286,17 @@ class FoldTrainer:
         get_logger().info("%s fold %d: resuming after epoch %d from %s (run %s)", self.cfg.name, self.fold,
                           self.start_epoch, path, self.run_id)
 
+    def _epoch_name(self, epoch: int) -> str:
+        return f"{self.cfg.name} fold {self.fold} epoch {epoch + 1}/{self.t.total_epochs}"
+
     def _log_epoch(self, row: dict) -> None:
         metric = self.cfg.metric
         ema = f" ema_{metric} {row[f'ema_{metric}']:.4f}" if f"ema_{metric}" in row else ""
         get_logger().info(
             "%s fold %d epoch %d/%d (%dpx): train_loss %.4f train_ce %.4f valid_loss %.4f train_%s %.4f %s %.4f%s "
-            "(best %.4f @%d) lr %.2e %.1fs", self.cfg.name, self.fold, row["epoch"] + 1, self.t.total_epochs,
+            "(best %.4f @%d) lr %.2e %.1fs", self.cfg.name, self.fold, row["epoch"], self.t.total_epochs,
             row["image_size"], row["train_loss"], row["train_ce"], row["valid_loss"], metric, row[f"train_{metric}"],
-            metric, row[metric], ema, self.best_score, self.best_epoch + 1, row["lr"], row["seconds"])
+            metric, row[metric], ema, self.best_score, self.best_epoch, row["lr"], row["seconds"])
 
 
 class EpochLog:
