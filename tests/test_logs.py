@@ -22,7 +22,7 @@ from medal.cli import main
 from medal.core import layout
 from medal.core import log as medal_log
 from medal.core.config import Config
-from medal.core.log import LOGGER_NAME, progress, set_progress
+from medal.core.log import LOGGER_NAME, progress, set_progress, setup_logging
 from medal.modeling.models import build_model
 
 EPOCHS = 3
@@ -90,6 +90,18 @@ def test_away_from_a_terminal_progress_logs_after_progress_seconds_between_steps
         logged.append(len(medal_records.records))
     assert [n for n in range(1, 100) if logged[n] > logged[n - 1]] == list(range(5, 100, 5))
     assert medal_records.records[-1].getMessage().startswith("slow: step 100/100 (100%)")
+
+
+def test_the_console_handler_is_added_even_beside_a_foreign_handler(monkeypatch):
+    """pytest 9.2 hangs its capture handlers on every logger that does not propagate; medal's console line
+    must still reach stderr."""
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    logging.getLogger(LOGGER_NAME).addHandler(logging.NullHandler())
+    setup_logging()
+    setup_logging()  # once only
+    logging.getLogger(LOGGER_NAME).info("hello")
+    assert stderr.getvalue().count("INFO hello") == 1
 
 
 def test_a_short_validation_pass_logs_no_last_line_but_a_long_one_does(medal_records, clock):

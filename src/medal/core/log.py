@@ -28,9 +28,12 @@ def get_logger() -> logging.Logger:
 
 
 def setup_logging(level: int = logging.INFO) -> None:
+    """The console handler (stderr), once: medal's own is looked for, since others may hang on the logger too
+    (pytest 9.2 attaches its capture handlers to every logger that does not propagate)."""
     logger = get_logger()
-    if not logger.handlers:
+    if not any(getattr(handler, "medal_console", False) for handler in logger.handlers):
         handler = logging.StreamHandler()
+        handler.medal_console = True
         handler.setFormatter(logging.Formatter(FORMAT, "%H:%M:%S"))
         logger.addHandler(handler)
     logger.setLevel(level)
