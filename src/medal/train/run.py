@@ -98,7 +98,7 @@ def _start_line(cfg: Config, table: pd.DataFrame, classes: list[str], status: di
     complete = [k for k, s in status.items() if s.kind == COMPLETE]
     params = parameter_count(cfg, len(classes))
     stages = t.stage_list()  # progressive stages, or one
-    budget = " + ".join(f"{s.image_size}px, {s.epochs} epochs, batch {s.batch_size}" for s in stages)
+    budget = " + ".join(f"{s.image_size}px, {s.epochs} epoch{'s' * (s.epochs != 1)}, batch {s.batch_size}" for s in stages)
     amp = "on" if r.amp and device.type == "cuda" else "off"
     return (f"{cfg.name}: train on {device} ({precision(device, r.amp, r.amp_dtype)}, amp {amp}): {cfg.model.backbone} "
             f"({f'{params:,}' if params is not None else 'unknown'} parameters, {len(classes)} classes); "
