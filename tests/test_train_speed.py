@@ -54,6 +54,22 @@ def test_amp_dtype_by_name_and_autocast_is_off_on_cpu():
         assert torch.ones(2, 2).mm(torch.ones(2, 2)).dtype == torch.float32
 
 
+@pytest.mark.parametrize("has_bf16, dtype, precision_words, scaled", [(False, torch.float16, "fp16 autocast", True),
+                                                                   (True, torch.bfloat16, "bf16 autocast", False)])
+def test_auto_amp_dtype_is_fp16_with_a_scaler_where_the_gpu_has_no_bf16(monkeypatch, has_bf16, dtype, precision_words,
+                                                                        scaled):
+    """The T4 and P100 of Kaggle kernels have no bf16: only the capability query is mocked."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: has_bf16)
+    from medal.core.config import RuntimeConfig
+    from medal.modeling.runtime import needs_scaler, precision
+
+    assert RuntimeConfig().amp_dtype == "auto"  # the default
+    assert amp_dtype(CUDA, "auto") == dtype and precision(CUDA, True, "auto") == precision_words
+    assert needs_scaler(CUDA, True, "auto") is scaled
+    assert amp_dtype(CUDA, "bf16") == torch.bfloat16 and not needs_scaler(CUDA, True, "bf16")  # a name is obeyed
+    assert not needs_scaler(torch.device("cpu"), True, "auto") and precision(torch.device("cpu"), True, "auto") == "float32"
+
+
 def test_grad_scaler_is_off_on_cpu_and_for_bf16():
     assert not grad_scaler(torch.device("cpu"), True, "fp16").is_enabled()
     assert not grad_scaler(CUDA, True, "bf16").is_enabled()

@@ -46,10 +46,10 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int, device: tor
     )
 
 
-def amp_dtype(device: torch.device, name: str | None = None) -> torch.dtype:
-    """The autocast dtype: as named ('bf16', 'fp16'), else bf16 where the device has it and fp16 elsewhere
-    (older GPUs such as the T4 and P100 have no bf16)."""
-    if name is not None:
+def amp_dtype(device: torch.device, name: str | None = "auto") -> torch.dtype:
+    """The autocast dtype: as named ('bf16', 'fp16'); 'auto' (or None): bf16 where the device has it, fp16
+    elsewhere (older GPUs such as the T4 and P100 have no bf16)."""
+    if name not in (None, "auto"):
         return {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.float16
@@ -68,10 +68,14 @@ def autocast(device: torch.device, enabled: bool, dtype: str | None = None):
     return torch.autocast(device_type=device.type, dtype=amp_dtype(device, dtype), enabled=enabled and device.type == "cuda")
 
 
+def needs_scaler(device: torch.device, enabled: bool, dtype: str | None) -> bool:
+    """A gradient scaler is needed for fp16 autocast on CUDA only (bf16 has float32's range)."""
+    return enabled and device.type == "cuda" and amp_dtype(device, dtype) == torch.float16
+
+
 def grad_scaler(device: torch.device, enabled: bool, dtype: str | None) -> torch.amp.GradScaler:
-    """A GradScaler that is active only for fp16 autocast on CUDA (bf16 has float32's range and needs none)."""
-    active = enabled and device.type == "cuda" and amp_dtype(device, dtype) == torch.float16
-    return torch.amp.GradScaler(device.type, enabled=active)
+    """A GradScaler, active only where `needs_scaler`."""
+    return torch.amp.GradScaler(device.type, enabled=needs_scaler(device, enabled, dtype))
 
 
 def speed_up(model: torch.nn.Module, device: torch.device, channels_last: bool, compile: bool) -> torch.nn.Module:

@@ -100,7 +100,8 @@ def _start_line(cfg: Config, table: pd.DataFrame, classes: list[str], status: di
     stages = t.stage_list()  # progressive stages, or one
     budget = " + ".join(f"{s.image_size}px, {s.epochs} epoch{'s' * (s.epochs != 1)}, batch {s.batch_size}" for s in stages)
     amp = "on" if r.amp and device.type == "cuda" else "off"
-    return (f"{cfg.name}: train on {device} ({precision(device, r.amp, r.amp_dtype)}, amp {amp}): {cfg.model.backbone} "
+    where = describe_device(device, precision(device, r.amp, r.amp_dtype))  # with the GPU's name on CUDA
+    return (f"{cfg.name}: train on {where['device']} ({where['precision']}, amp {amp}): {cfg.model.backbone} "
             f"({f'{params:,}' if params is not None else 'unknown'} parameters, {len(classes)} classes); "
             f"{len(table)} images (train/valid {split}); to train: folds {todo or 'none'}"
             f"{f' ({resumed} resuming from last.pt)' if resumed else ''}"
