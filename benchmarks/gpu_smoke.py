@@ -26,16 +26,16 @@ from pathlib import Path
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
+import pandas as pd
+import torch
+import yaml
 
-from medal.core.config import load_config  # noqa: E402
-from medal.core.log import setup_logging  # noqa: E402
-from medal.demo import build_demo  # noqa: E402
-from medal.modeling.models import build_model  # noqa: E402
-from medal.modeling.runtime import autocast, grad_scaler, precision, speed_up  # noqa: E402
-from medal.train.run import run_train  # noqa: E402
+from medal.core.config import load_config
+from medal.core.log import setup_logging
+from medal.demo import build_demo
+from medal.modeling.models import build_model
+from medal.modeling.runtime import autocast, grad_scaler, precision, speed_up
+from medal.train.run import run_train
 
 # name -> runtime overrides
 SETTINGS = {
