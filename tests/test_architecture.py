@@ -126,7 +126,7 @@ def test_resume_recipe_ignores_every_runtime_and_report_key_and_keeps_every_trai
     config = write_yaml(tmp_path / "exp.yaml", {"name": "exp", "data": {"root": str(root)}})
     base = recipe(load_config(config))
     changed = {"num_workers": 7, "persistent_workers": False, "cpu_threads": 3, "device": "cpu", "amp": False,
-               "amp_dtype": "fp16", "channels_last": False, "compile": True,
+               "amp_dtype": "fp16", "sync_bn": True, "channels_last": False, "compile": True,
                "sample_grid": 0, "gallery_size": 2, "overfit_ratio": 3.0, "progress_steps": 5, "progress_seconds": 2.0}
     assert set(changed) == set(RuntimeConfig.model_fields) | set(ReportConfig.model_fields)
     for key, value in changed.items():

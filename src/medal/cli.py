@@ -182,6 +182,9 @@ def run(ns: argparse.Namespace) -> int:
               "blend": layout.blend_dir(cfg, blend or cfg.blend.submission_name),
               "report": cfg.exp_dir if blend is None else layout.blend_dir(cfg, blend or cfg.blend.submission_name),
               **dict.fromkeys(["train", "infer", "lr-find", "recipe-check"], cfg.exp_dir)}.get(ns.stage)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone logs (and keeps medal.log); others warn
+        folder = None
+        get_logger().setLevel(logging.WARNING)
     with log_to_file(layout.log_file(folder) if folder is not None else None) as path:
         try:
             return STAGES[ns.stage](cfg, ns, names)

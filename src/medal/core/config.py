@@ -250,6 +250,7 @@ class RuntimeConfig(Section):
     cpu_threads: int | None = Field(None, ge=1, description="torch compute threads when training on CPU; None: torch's own setting (OMP_NUM_THREADS, else the cores).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' takes CUDA when present.")
     amp: bool = Field(True, description="Mixed precision on CUDA (runtime.amp_dtype); ignored on CPU.")
+    sync_bn: bool = Field(False, description="Under torchrun (several processes per fold): SyncBatchNorm, batch statistics over every rank's batch; helps when each rank's batch is small.")
     amp_dtype: Literal["auto", "bf16", "fp16"] = Field("auto", description="auto: bf16 where the GPU has it (Ampere and newer), else fp16 with a gradient scaler (the T4 and P100 of Kaggle kernels); or bf16 / fp16 by name.")
     channels_last: bool = Field(True, description="channels_last memory format for model and batches on CUDA (faster convolutions with AMP).")
     compile: bool = Field(False, description="torch.compile the model on CUDA (slow first epoch, faster after).")

@@ -29,6 +29,7 @@ from medal.core.metrics import score
 from medal.core.predictions import prediction_frame
 from medal.core.tables import class_names, fold_count, read_folds
 from medal.images.gallery import save_hardest_oof
+from medal.modeling import distributed
 from medal.modeling.models import build_model
 from medal.modeling.runtime import (
     compute_threads,
@@ -58,6 +59,7 @@ def run_train(cfg: Config, fold: int | None = None, force: bool = False) -> dict
     this recipe and these folds is skipped; a stale one is refused, or with `force` deleted and retrained."""
     log = get_logger()
     set_progress(cfg.report.progress_steps, cfg.report.progress_seconds)
+    here = distributed.start(distributed.device_for(pick_device(cfg.runtime.device)))  # under torchrun: join
     require_current_folds(cfg)
     table = read_folds(cfg)
     classes = class_names(table[cfg.data.label_col])
@@ -71,10 +73,13 @@ def run_train(cfg: Config, fold: int | None = None, force: bool = False) -> dict
     if stale and not force:
         raise provenance.StaleError(_refusal(cfg, stale, fold))
     log.info(_start_line(cfg, table, classes, status))
-    with exclusive(layout.lock_file(cfg.exp_dir, "train"), f"the files of experiment {cfg.name!r}", wait=True):
-        # Only now, with every fold it will keep matching it: config.yaml names the recipe the folds have.
-        write_text(cfg.exp_dir / "config.yaml", config_snapshot(cfg))
+    if here.main:  # under torchrun rank 0 alone writes files (and holds the locks)
+        with exclusive(layout.lock_file(cfg.exp_dir, "train"), f"the files of experiment {cfg.name!r}", wait=True):
+            # Only now, with every fold it will keep matching it: config.yaml names the recipe the folds have.
+            write_text(cfg.exp_dir / "config.yaml", config_snapshot(cfg))
     scores = {k: train_fold(cfg, table, classes, k, force) for k in selected}
+    if not here.main:
+        return scores
     others = [k for k in range(n_folds) if k not in selected and fold_status(cfg, k, settings).kind == STALE]
     if others:
         log.warning("%s: fold(s) %s were trained under another recipe or other folds; retrain them with `%s` "
@@ -101,12 +106,14 @@ def _start_line(cfg: Config, table: pd.DataFrame, classes: list[str], status: di
     budget = " + ".join(f"{s.image_size}px, {s.epochs} epoch{'s' * (s.epochs != 1)}, batch {s.batch_size}" for s in stages)
     amp = "on" if r.amp and device.type == "cuda" else "off"
     where = describe_device(device, precision(device, r.amp, r.amp_dtype))  # with the GPU's name on CUDA
+    here = distributed.world()
+    ranks = f"; on {here.size} processes (torchrun), global batch x{here.size}" if here.distributed else ""
     return (f"{cfg.name}: train on {where['device']} ({where['precision']}, amp {amp}): {cfg.model.backbone} "
             f"({f'{params:,}' if params is not None else 'unknown'} parameters, {len(classes)} classes); "
             f"{len(table)} images (train/valid {split}); to train: folds {todo or 'none'}"
             f"{f' ({resumed} resuming from last.pt)' if resumed else ''}"
             f"{f' ({stale} stale, retrained)' if stale else ''}; complete, skipped: {complete or 'none'}; "
-            f"{budget} -> {cfg.exp_dir}")
+            f"{budget}{ranks} -> {cfg.exp_dir}")
 
 
 def parameter_count(cfg: Config, num_classes: int) -> int | None:
@@ -157,12 +164,13 @@ def write_full_oof(cfg: Config, classes: list[str], n_folds: int) -> float:
 def train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int, force: bool = False) -> float:
     """Train one fold, holding its lock (resuming from last.pt when present); write best.pt, metrics.csv,
     oof.csv, done.json and, last, the fold's manifest."""
-    with exclusive(layout.lock_file(cfg.fold_dir(fold), "train"), f"fold {fold} of {cfg.name!r}"):
+    with distributed.only_main(exclusive(layout.lock_file(cfg.fold_dir(fold), "train"), f"fold {fold} of {cfg.name!r}")):
         return _train_fold(cfg, table, classes, fold, force)
 
 
 def _train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int, force: bool) -> float:
     log = get_logger()
+    main = distributed.world().main
     out = cfg.fold_dir(fold)
     done = layout.fold_done(cfg, fold)
     settings = training_settings(cfg)
@@ -174,19 +182,26 @@ def _train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int,
         if not force:
             raise provenance.StaleError(_refusal(cfg, {fold: status.reason}, fold))
         log.info("%s fold %d is stale (%s); deleting its files to retrain it (--force)", cfg.name, fold, status.reason)
-        discard(cfg, fold)
-    stale = remove_stale_temporaries(out)
-    if stale:
-        log.info("%s fold %d: removed %d unfinished temporary file(s) of an interrupted run", cfg.name, fold, len(stale))
-    provenance.invalidate(layout.fold_manifest(cfg, fold))
+        if main:
+            discard(cfg, fold)
+    if main:
+        stale = remove_stale_temporaries(out)
+        if stale:
+            log.info("%s fold %d: removed %d unfinished temporary file(s) of an interrupted run", cfg.name, fold, len(stale))
+        provenance.invalidate(layout.fold_manifest(cfg, fold))
+    distributed.barrier()  # the other ranks start from what rank 0 left
     seed_everything(cfg.seed + fold)
     data = split_fold(cfg, table, classes, fold)
-    device = pick_device(cfg.runtime.device)
-    with fold_tracker(cfg, fold) as tracking:  # the run ends with the fold, marked failed if the fold fails
+    device = distributed.device_for(pick_device(cfg.runtime.device))
+    # The run ends with the fold, marked failed if the fold fails; rank 0 alone talks to W&B.
+    with fold_tracker(cfg, fold) if main else Tracker.off() as tracking:
         with compute_threads(device, cfg.runtime.cpu_threads):
             trainer = FoldTrainer(cfg, build_model(cfg.model, len(classes)).to(device), device, data, classes, fold, tracking)
             best_score, best_epoch = trainer.fit()
             valid_probs = trainer.predict_valid()
+        if not main:
+            distributed.barrier()  # until rank 0 has written the fold's files
+            return best_score
         oof = prediction_frame(cfg.data.id_col, data.valid_ids, classes, valid_probs,
                                fold=np.full(len(data.valid_ids), fold), target=data.valid_targets)
         write_csv(layout.fold_oof(cfg, fold), oof)
@@ -201,6 +216,7 @@ def _train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int,
         settings=settings,
         inputs=[provenance.Input(layout.folds_csv(cfg), layout.folds_manifest(cfg), digest=trainer.folds_sha256)],
         outputs=[layout.best_checkpoint(cfg, fold), layout.fold_oof(cfg, fold), done])
+    distributed.barrier()
     return best_score
 
 

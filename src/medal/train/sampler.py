@@ -24,8 +24,11 @@ NO_SEED = -1
 class SeededBatchSampler(Sampler[list[tuple[int, int]]]):
     """Yields batches of (index, seed) pairs; only a batch's first pair carries a seed (>= 0)."""
 
-    def __init__(self, n: int, batch_size: int, drop_last: bool) -> None:
+    def __init__(self, n: int, batch_size: int, drop_last: bool, rank: int = 0, ranks: int = 1) -> None:
         self.n, self.batch_size, self.drop_last = n, batch_size, drop_last
+        # Under torchrun every rank draws the same order and takes every ranks-th sample of it, from `rank` on:
+        # disjoint shards of one draw (hard-example weights included), n // ranks samples each.
+        self.rank, self.ranks = rank, ranks
         self.epoch_seed = 0
         self.weights: np.ndarray | None = None
 
@@ -42,14 +45,20 @@ class SeededBatchSampler(Sampler[list[tuple[int, int]]]):
         return list(sampler)
 
     def __iter__(self):
-        order = self.order()
-        seeds = np.random.SeedSequence(self.epoch_seed).generate_state(len(self))
+        order = self.order()[self.rank::self.ranks][:self.shard]
+        seeds = np.random.SeedSequence(self.epoch_seed).generate_state(len(self) * self.ranks)
         for b in range(len(self)):
             chunk = order[b * self.batch_size:(b + 1) * self.batch_size]
-            yield [(index, int(seeds[b]) if j == 0 else NO_SEED) for j, index in enumerate(chunk)]
+            seed = int(seeds[b * self.ranks + self.rank])
+            yield [(index, seed if j == 0 else NO_SEED) for j, index in enumerate(chunk)]
+
+    @property
+    def shard(self) -> int:
+        """Samples per rank per epoch (all of them when alone)."""
+        return self.n // self.ranks
 
     def __len__(self) -> int:
-        return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
+        return self.shard // self.batch_size if self.drop_last else math.ceil(self.shard / self.batch_size)
 
 
 class SeededDataset(Dataset):
@@ -116,11 +125,12 @@ def private_generator(seed: int) -> torch.Generator:
 
 
 def seeded_train_loader(dataset: Dataset, batch_size: int, seed: int, runtime: RuntimeConfig, device: torch.device,
-                        persistent: bool = True) -> tuple[DataLoader, SeededBatchSampler]:
+                        persistent: bool = True, rank: int = 0, ranks: int = 1) -> tuple[DataLoader, SeededBatchSampler]:
     """Training batches drawn by a SeededBatchSampler (call its set_epoch before each pass), each carrying its
     own augmentation seeds; the last partial batch is dropped unless it is the only one. The loader draws its
-    worker seeds from a private_generator."""
-    sampler = SeededBatchSampler(len(dataset), batch_size, drop_last=len(dataset) > batch_size)
+    worker seeds from a private_generator. Under torchrun, `rank` of `ranks` gets its shard of each draw."""
+    shard = len(dataset) // ranks
+    sampler = SeededBatchSampler(len(dataset), batch_size, drop_last=shard > batch_size, rank=rank, ranks=ranks)
     loader = make_loader(SeededDataset(dataset), batch_size, runtime.num_workers, device,
                          generator=private_generator(seed), batch_sampler=sampler,
                          persistent_workers=persistent and runtime.persistent_workers)

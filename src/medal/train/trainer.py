@@ -26,6 +26,7 @@ from medal.core.metrics import is_better, score
 from medal.images.augment import eval_transform, train_transform
 from medal.images.dataset import ImageDataset
 from medal.images.gallery import save_augment_grid
+from medal.modeling import distributed
 from medal.modeling.checkpoint import (
     load_best,
     load_last,
@@ -70,12 +71,23 @@ class FoldTrainer:
         self.out = cfg.fold_dir(fold)
         self.stats = normalisation(model)
         self.stages = t.stage_list()
+        self.world = distributed.world()
+        if self.world.distributed and r.sync_bn:
+            model = self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.forward = speed_up(model, device, r.channels_last, r.compile)
-        self.valid_loader = make_loader(ImageDataset(data.valid_paths, data.valid_targets, eval_transform(t.image_size, self.stats)),
+        # Training steps go through DDP under torchrun (gradients averaged over ranks); evaluation uses the model.
+        self.train_forward = self.forward if not self.world.distributed else torch.nn.parallel.DistributedDataParallel(
+            self.forward, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=t.freeze_body_epochs > 0)  # a frozen body's weights get no gradient
+        # Each rank predicts every size-th validation image from its rank on; the shards are gathered (no padding).
+        self.valid_rows = np.arange(len(data.valid_paths))[self.world.rank::self.world.size]
+        self.valid_loader = make_loader(ImageDataset([data.valid_paths[i] for i in self.valid_rows], data.valid_targets[self.valid_rows],
+                                                     eval_transform(t.image_size, self.stats)),
                                         self.stages[-1].batch_size, r.num_workers, device, generator=private_generator(cfg.seed),
                                         persistent_workers=r.persistent_workers)
         self.optimizer = build_optimizer(model, t)
-        updates = sum(s.epochs * -(-batches_per_epoch(len(data.train_paths), s.batch_size) // t.accumulate) for s in self.stages)
+        shard = len(data.train_paths) // self.world.size
+        updates = sum(s.epochs * -(-batches_per_epoch(shard, s.batch_size) // t.accumulate) for s in self.stages)
         self.schedule = LrSchedule(self.optimizer, t, updates)
         self.criterion = Criterion(t, len(classes))
         self.ema = ModelEmaV3(model, decay=t.ema.decay, use_warmup=t.ema.warmup) if t.ema.enabled else None
@@ -113,9 +125,10 @@ class FoldTrainer:
             row.update(self._validate(epoch))
             row["seconds"] = time.perf_counter() - started
             self.history.append(row)
-            write_csv(self.out / "metrics.csv", pd.DataFrame(self.history))
-            write_csv(self.out / "steps.csv", pd.DataFrame(self.steps))
-            self._save_last(epoch)
+            if self.world.main:
+                write_csv(self.out / "metrics.csv", pd.DataFrame(self.history))
+                write_csv(self.out / "steps.csv", pd.DataFrame(self.steps))
+                self._save_last(epoch)
             self._log_epoch(row)
             self.tracking.log_epoch(row)
         return float(self.best_score), self.best_epoch
@@ -134,10 +147,12 @@ class FoldTrainer:
         t = self.t
         dataset = ImageDataset(self.data.train_paths, self.data.train_targets,
                                train_transform(t.augment, stage.image_size, self.stats))
-        self.loader, self.sampler = seeded_train_loader(dataset, stage.batch_size, self.cfg.seed, self.r, self.device)
-        self.stage_index, self.lr_factor = index, batch_lr_factor(t, stage.batch_size)
+        self.loader, self.sampler = seeded_train_loader(dataset, stage.batch_size, self.cfg.seed, self.r, self.device,
+                                                        rank=self.world.rank, ranks=self.world.size)
+        # The LR follows the global batch: every rank's batch together makes one optimizer step.
+        self.stage_index, self.lr_factor = index, batch_lr_factor(t, stage.batch_size * self.world.size)
         grid = self.out / f"augment_{stage.image_size}px.png"
-        if self.cfg.report.sample_grid and not grid.is_file():
+        if self.cfg.report.sample_grid and not grid.is_file() and self.world.main:
             save_augment_grid(dataset, self.stats, self.cfg.report.sample_grid, self.cfg.seed, grid,
                               f"{self.cfg.name} fold {self.fold}: train.augment={t.augment} at {stage.image_size}px")
         if len(self.stages) > 1:
@@ -168,6 +183,7 @@ class FoldTrainer:
         log = EpochLog()
         self.optimizer.zero_grad(set_to_none=True)
         bar = progress(self.loader, desc=self._epoch_name(epoch), images=lambda batch: len(batch[0]))
+        seen: list[tuple[torch.Tensor, torch.Tensor]] = []
         for i, (images, labels, indices) in enumerate(bar):
             lrs = group_lrs(self.optimizer)
             group = min(t.accumulate, n - i // t.accumulate * t.accumulate)  # micro-batches in this update
@@ -176,16 +192,27 @@ class FoldTrainer:
                 self._optimizer_step()
                 self.schedule.update(epoch + (i + 1) / n, self.updates, self.lr_factor)
             log.add(loss, logits, labels)
-            self.tracker.record(indices, per_sample)
+            seen.append((indices, per_sample))
             self.steps.append({"epoch": epoch + 1, "step": i, "update": self.updates, "image_size": images.shape[-1],
                                "batch_size": len(images), **lrs})
             if i % BAR_EVERY == 0 or i + 1 == n or bar.due():
                 bar.set_postfix(**log.live(), lr=f"{lrs['lr']:.2e}")
+        self._record_losses(seen)
         step_losses = log.step_losses()
         for row, value in zip(self.steps[-n:], step_losses):
             row["loss"] = value
         self.tracking.log_steps(self.steps[-n:], first=len(self.steps) - n)  # losses are read back per epoch, not per step
         return {"lr": group_lrs(self.optimizer)["lr"], **log.summary(self.cfg.metric), **summary}
+
+    def _record_losses(self, seen: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Each sample's latest loss into the hard-example tracker; under torchrun every rank's, in rank order,
+        so that every rank holds the same losses and draws from the same weights."""
+        if not seen:
+            return
+        indices = torch.cat([i.cpu() for i, _ in seen])
+        losses = torch.cat([loss.float().cpu() for _, loss in seen])
+        for rank_indices, rank_losses in distributed.gather((indices, losses)):
+            self.tracker.record(rank_indices, rank_losses)
 
     def _forward_backward(self, images: torch.Tensor, labels: torch.Tensor, group: int):
         """Forward and scaled backward of one batch; returns (loss, per-sample losses, float logits, labels) detached."""
@@ -195,7 +222,7 @@ class FoldTrainer:
             images = images.contiguous(memory_format=torch.channels_last)
         inputs, target = self.criterion.prepare(images, labels)
         with autocast(self.device, self.r.amp, self.r.amp_dtype):
-            logits = self.forward(inputs)
+            logits = self.train_forward(inputs)
         per_sample = self.criterion.per_sample(logits, target)
         loss = per_sample.mean()
         l1 = l1_penalty(self.model, self.t.l1_head)
@@ -219,11 +246,11 @@ class FoldTrainer:
         """Validate the raw weights (and the EMA's); save best.pt when the chosen weights improve."""
         metric = self.cfg.metric
         desc = f"{self._epoch_name(epoch)} valid"
-        probs, loss = predict_probs(self.forward, self.valid_loader, self.device, self.r.amp, desc=desc)
+        distributed.share_buffers(self.model, *([self.ema.module] if self.ema is not None else []))
+        probs, loss = self._predict(self.forward, desc)
         row = {"valid_loss": loss, metric: self._valid_score(probs)}
         if self.ema is not None:
-            ema_probs, ema_loss = predict_probs(self.ema.module, self.valid_loader, self.device, self.r.amp,
-                                                desc=f"{desc} ema")
+            ema_probs, ema_loss = self._predict(self.ema.module, f"{desc} ema")
             row.update({"ema_valid_loss": ema_loss, f"ema_{metric}": self._valid_score(ema_probs)})
         scores = {"raw": row[metric], "ema": row.get(f"ema_{metric}")}
         chosen = self.candidates()[0]
@@ -232,19 +259,32 @@ class FoldTrainer:
         row["chosen"] = chosen
         if is_better(metric, scores[chosen], self.best_score):
             self.best_score, self.best_epoch, self.best_weights = scores[chosen], epoch + 1, chosen
-            save_best(layout.best_checkpoint(self.cfg, self.fold), self.ema.module if chosen == "ema" else self.model,
-                      classes=self.classes, epoch=epoch + 1, score=scores[chosen], backbone=self.cfg.model.backbone,
-                      weights=chosen, image_size=self.t.image_size, run_id=self.run_id)
+            if self.world.main:
+                save_best(layout.best_checkpoint(self.cfg, self.fold), self.ema.module if chosen == "ema" else self.model,
+                          classes=self.classes, epoch=epoch + 1, score=scores[chosen], backbone=self.cfg.model.backbone,
+                          weights=chosen, image_size=self.t.image_size, run_id=self.run_id)
         return row
+
+    def _predict(self, model: torch.nn.Module, desc: str) -> tuple[np.ndarray, float]:
+        """Probabilities and mean cross-entropy of the whole validation set: this rank's shard, gathered from
+        every rank under torchrun (each image once, in the fold's order)."""
+        probs, loss = predict_probs(model, self.valid_loader, self.device, self.r.amp, desc=desc)
+        if not self.world.distributed:
+            return probs, loss
+        parts = distributed.gather((self.valid_rows, probs, loss * len(self.valid_rows)))
+        whole = np.empty((len(self.data.valid_paths), probs.shape[1]), dtype=probs.dtype)
+        for rows, part, _ in parts:
+            whole[rows] = part
+        return whole, sum(total for _, _, total in parts) / len(whole)
 
     def _valid_score(self, probs: np.ndarray) -> float:
         return score(self.cfg.metric, self.data.valid_targets, probs)
 
     def predict_valid(self) -> np.ndarray:
         """Validation probabilities of the fold's best.pt weights (loaded into the fold's model)."""
+        distributed.barrier()  # rank 0 wrote best.pt
         self.model.load_state_dict(load_best(layout.best_checkpoint(self.cfg, self.fold), self.device)["model"])
-        probs, _ = predict_probs(self.forward, self.valid_loader, self.device, self.r.amp,
-                                 desc=f"{self.cfg.name} fold {self.fold} oof")
+        probs, _ = self._predict(self.forward, f"{self.cfg.name} fold {self.fold} oof")
         return probs
 
     def _save_last(self, epoch: int) -> None:
