@@ -10,7 +10,8 @@ card's name. Nothing here is a unit test: run it on a machine with a GPU.
     bash benchmarks/gpu_smoke.sh [--backbone resnet18 --size 128 --batch 128 --epochs 3]
     python3 benchmarks/gpu_smoke.py --device cpu --size 32 --batch 32 --epochs 2 --settings fp32   # a dry run
 
-A 2-process DDP run belongs here once medal trains under torchrun (issue 14); until then the table says so.
+With two GPUs or more it adds a 2-process DDP run (torchrun, AMP + channels_last) of the same fold; its peak
+memory is per process and not measured from here (n/a).
 """
 from __future__ import annotations
 
@@ -67,8 +68,8 @@ def main() -> None:
         base = write_demo(Path(tmp), args)
         for name in args.settings.split(","):
             rows.append({"setting": name, **measure(base, name, SETTINGS[name], device, args)})
-    if device.type == "cuda" and torch.cuda.device_count() >= 2:
-        rows.append({"setting": "ddp x2", "note": "not run: medal does not train under torchrun yet (issue 14)"})
+        if device.type == "cuda" and torch.cuda.device_count() >= 2:
+            rows.append({"setting": "ddp x2 (amp+channels_last)", **measure_ddp(base, args)})
     table = pd.DataFrame(rows).set_index("setting")
     print(f"\ngpu_smoke on {card}: {args.backbone} at {args.size}px, batch {args.batch}, {args.epochs} epochs, "
           f"torch {torch.__version__}; max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
@@ -111,6 +112,21 @@ def measure(config: Path, name: str, runtime: dict, device: torch.device, args) 
     return {"precision": precision(device, runtime["amp"], cfg.runtime.amp_dtype), "medal img/s": medal_rate,
             "bare img/s": bare_rate, "medal/bare": medal_rate / bare_rate, "medal peak MiB": medal_peak,
             "bare peak MiB": bare_peak}
+
+
+def measure_ddp(config: Path, args) -> dict:
+    """The same fold trained by 2 processes under torchrun; img/s over both GPUs, from rank 0's metrics.csv."""
+    import subprocess
+
+    overrides = ["name=smoke_ddp", "runtime.amp=true", "runtime.channels_last=true"]
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "medal", "train", "-c",
+                    str(config), "--fold", "0", *overrides], check=True)
+    cfg = load_config(config, overrides)
+    metrics = pd.read_csv(cfg.fold_dir(0) / "metrics.csv")
+    train_images = len(pd.read_csv(cfg.data_dir / "folds.csv").query("fold != 0"))
+    later = metrics.iloc[1:] if len(metrics) > 1 else metrics
+    per_epoch = train_images // 2 // args.batch * args.batch * 2  # both ranks' batches
+    return {"precision": "ddp", "medal img/s": len(later) * per_epoch / later["seconds"].sum()}
 
 
 def bare_step(cfg, runtime: dict, device: torch.device, args) -> tuple[float, float]:
