@@ -78,8 +78,16 @@ def run_train(cfg: Config, fold: int | None = None, force: bool = False) -> dict
             # Only now, with every fold it will keep matching it: config.yaml names the recipe the folds have.
             write_text(cfg.exp_dir / "config.yaml", config_snapshot(cfg))
     scores = {k: train_fold(cfg, table, classes, k, force) for k in selected}
-    if not here.main:
-        return scores
+    if here.main:
+        _finish(cfg, classes, n_folds, selected, settings, scores)
+    distributed.stop()  # under torchrun: every rank waits for rank 0's OOF, then leaves the group
+    return scores
+
+
+def _finish(cfg: Config, classes: list[str], n_folds: int, selected: list[int], settings: dict,
+            scores: dict[int, float]) -> None:
+    """After the folds: warn of other stale folds, gather the OOF once every fold is complete, log the scores."""
+    log = get_logger()
     others = [k for k in range(n_folds) if k not in selected and fold_status(cfg, k, settings).kind == STALE]
     if others:
         log.warning("%s: fold(s) %s were trained under another recipe or other folds; retrain them with `%s` "
@@ -88,7 +96,6 @@ def run_train(cfg: Config, fold: int | None = None, force: bool = False) -> dict
         write_full_oof(cfg, classes, n_folds)
     for k, value in scores.items():
         log.info("%s fold %d: best %s %.4f", cfg.name, k, cfg.metric, value)
-    return scores
 
 
 def _start_line(cfg: Config, table: pd.DataFrame, classes: list[str], status: dict[int, FoldStatus]) -> str:

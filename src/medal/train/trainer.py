@@ -75,10 +75,14 @@ class FoldTrainer:
         if self.world.distributed and r.sync_bn:
             model = self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.forward = speed_up(model, device, r.channels_last, r.compile)
-        # Training steps go through DDP under torchrun (gradients averaged over ranks); evaluation uses the model.
-        self.train_forward = self.forward if not self.world.distributed else torch.nn.parallel.DistributedDataParallel(
-            self.forward, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=t.freeze_body_epochs > 0)  # a frozen body's weights get no gradient
+        self.train_forward = self.forward
+        if self.world.distributed:
+            # Training steps go through DDP (gradients averaged over ranks), compiled around it when asked, as
+            # torch recommends; evaluation calls the model itself.
+            ddp = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=t.freeze_body_epochs > 0)  # a frozen body's weights get no gradient
+            self.train_forward = torch.compile(ddp) if r.compile and device.type == "cuda" else ddp
         # Each rank predicts every size-th validation image from its rank on; the shards are gathered (no padding).
         self.valid_rows = np.arange(len(data.valid_paths))[self.world.rank::self.world.size]
         self.valid_loader = make_loader(ImageDataset([data.valid_paths[i] for i in self.valid_rows], data.valid_targets[self.valid_rows],
