@@ -161,3 +161,13 @@ def test_a_killed_run_resumes_under_ddp_and_finishes(tmp_path):
     assert "resuming after epoch 2" in layout.log_file(cfg.exp_dir).read_text()
     assert list(pd.read_csv(cfg.fold_dir(0) / "metrics.csv")["epoch"]) == [1, 2, 3]
     assert json.loads(layout.fold_done(cfg, 0).read_text())["epochs_trained"] == 3
+
+
+@pytest.mark.parametrize("stage", ["infer", "blend", "lr-find", "recipe-check"])
+def test_stages_other_than_train_refuse_to_run_under_torchrun(stage, tmp_path, monkeypatch, capsys):
+    from medal.cli import main
+
+    config = make_toy(tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main([stage, "-c", str(config)]) == 2
+    assert f"`medal {stage}` runs in one process; only `medal train` runs under torchrun" in capsys.readouterr().err

@@ -170,6 +170,10 @@ def run(ns: argparse.Namespace) -> int:
                  "model.pretrained_file to that file in a Kaggle dataset", ns.backbone, weights, config)
         return 0
     overrides, names = _split_args(ns.stage, ns.args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and ns.stage != "train":
+        # Every process would do the whole stage and write the same files: only training is split over ranks.
+        raise ConfigError(f"`medal {ns.stage}` runs in one process; only `medal train` runs under torchrun "
+                          f"(WORLD_SIZE={os.environ['WORLD_SIZE']}). Run it without torchrun")
     if ns.stage == "kaggle":
         return _kaggle([load_config(path, overrides) for path in ns.config], ns)
     cfg = load_config(ns.config, overrides)
