@@ -171,3 +171,15 @@ def test_stages_other_than_train_refuse_to_run_under_torchrun(stage, tmp_path, m
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main([stage, "-c", str(config)]) == 2
     assert f"`medal {stage}` runs in one process; only `medal train` runs under torchrun" in capsys.readouterr().err
+
+
+def test_sync_bn_converts_on_cuda_and_is_left_out_on_cpu():
+    from medal.core.config import ModelConfig
+    from medal.modeling.distributed import sync_batchnorm
+
+    model = build_model(ModelConfig(backbone="test_resnet"), 3)
+    on_gpu = sync_batchnorm(model, torch.device("cuda"))  # the conversion itself needs no GPU
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in on_gpu.modules())
+    model = build_model(ModelConfig(backbone="test_resnet"), 3)
+    assert sync_batchnorm(model, torch.device("cpu")) is model
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())

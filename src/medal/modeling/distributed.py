@@ -75,6 +75,18 @@ def gather(obj):
     return out
 
 
+def sync_batchnorm(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The model with SyncBatchNorm (statistics over every rank's batch) on CUDA; torch's SyncBatchNorm runs on
+    GPUs only, so on CPU the model is left as it is, with a warning."""
+    if device.type != "cuda":
+        from medal.core.log import get_logger
+
+        get_logger().warning("runtime.sync_bn: SyncBatchNorm runs on GPUs only; each CPU process keeps its own "
+                             "BatchNorm statistics")
+        return model
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
 def share_buffers(*modules: torch.nn.Module) -> None:
     """Rank 0's buffers (BatchNorm running statistics) on every rank. DDP keeps the weights equal, but each rank's
     last step updates the statistics from its own batch: before a validation every rank must hold the model

@@ -73,7 +73,7 @@ class FoldTrainer:
         self.stages = t.stage_list()
         self.world = distributed.world()
         if self.world.distributed and r.sync_bn:
-            model = self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = self.model = distributed.sync_batchnorm(model, device)
         self.forward = speed_up(model, device, r.channels_last, r.compile)
         self.train_forward = self.forward
         if self.world.distributed:
