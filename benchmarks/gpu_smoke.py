@@ -103,10 +103,7 @@ def measure(config: Path, name: str, runtime: dict, device: torch.device, args) 
     cfg = load_config(config, overrides)
     reset_peak(device)
     run_train(cfg, fold=0)
-    metrics = pd.read_csv(cfg.fold_dir(0) / "metrics.csv")
-    train_images = len(pd.read_csv(cfg.data_dir / "folds.csv").query("fold != 0"))
-    later = metrics.iloc[1:] if len(metrics) > 1 else metrics
-    medal_rate = len(later) * (train_images // args.batch * args.batch) / later["seconds"].sum()
+    medal_rate = train_rate(cfg, args.batch, ranks=1)
     medal_peak = peak(device)
     bare_rate, bare_peak = bare_step(cfg, runtime, device, args)
     return {"precision": precision(device, runtime["amp"], cfg.runtime.amp_dtype), "medal img/s": medal_rate,
@@ -121,12 +118,17 @@ def measure_ddp(config: Path, args) -> dict:
     overrides = ["name=smoke_ddp", "runtime.amp=true", "runtime.channels_last=true"]
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "medal", "train", "-c",
                     str(config), "--fold", "0", *overrides], check=True)
-    cfg = load_config(config, overrides)
+    return {"precision": "ddp", "medal img/s": train_rate(load_config(config, overrides), args.batch, ranks=2)}
+
+
+def train_rate(cfg, batch: int, ranks: int) -> float:
+    """Fold 0's training images per second over the epochs after the first (whose time holds the compile and the
+    warm-up), from metrics.csv: each rank trains whole batches of its n // ranks share."""
     metrics = pd.read_csv(cfg.fold_dir(0) / "metrics.csv")
     train_images = len(pd.read_csv(cfg.data_dir / "folds.csv").query("fold != 0"))
     later = metrics.iloc[1:] if len(metrics) > 1 else metrics
-    per_epoch = train_images // 2 // args.batch * args.batch * 2  # both ranks' batches
-    return {"precision": "ddp", "medal img/s": len(later) * per_epoch / later["seconds"].sum()}
+    per_epoch = train_images // ranks // batch * batch * ranks
+    return len(later) * per_epoch / later["seconds"].sum()
 
 
 def bare_step(cfg, runtime: dict, device: torch.device, args) -> tuple[float, float]:

@@ -138,7 +138,7 @@ def render(page: Path, binary: str, width: int = 1280) -> Rendered:
         text = browser.send("Runtime.evaluate", session, expression="document.body.innerText",
                             returnByValue=True)["result"]["value"]
         shot = browser.send("Page.captureScreenshot", session, format="png", captureBeyondViewport=True)
-        errors = [_error(e) for e in browser.events if _error(e)]
+        errors = [error for e in browser.events if (error := _error(e))]
     return Rendered(base64.b64decode(shot["data"]), text, [name for ok, name in checked if not ok], len(checked), errors)
 
 

@@ -181,10 +181,10 @@ def run(ns: argparse.Namespace) -> int:
     from medal.core.log import log_to_file
 
     # Each stage's log is also appended to medal.log beside its outputs; check-submission and score keep none.
-    blend = getattr(ns, "name", None) if ns.stage == "blend" else getattr(ns, "blend", None)
-    folder = {"clean": cfg.data_dir, "folds": cfg.data_dir,
-              "blend": layout.blend_dir(cfg, blend or cfg.blend.submission_name),
-              "report": cfg.exp_dir if blend is None else layout.blend_dir(cfg, blend or cfg.blend.submission_name),
+    blend = getattr(ns, "name", None) if ns.stage == "blend" else getattr(ns, "blend", None)  # None: not a blend's
+    blend_folder = layout.blend_dir(cfg, blend or cfg.blend.submission_name)
+    folder = {"clean": cfg.data_dir, "folds": cfg.data_dir, "blend": blend_folder,
+              "report": cfg.exp_dir if blend is None else blend_folder,
               **dict.fromkeys(["train", "infer", "lr-find", "recipe-check"], cfg.exp_dir)}.get(ns.stage)
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone logs (and keeps medal.log); others warn
         folder = None

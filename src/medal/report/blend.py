@@ -12,6 +12,7 @@ from medal.core.config import Config
 from medal.core.io import write_text
 from medal.core.log import get_logger
 from medal.core.report import Document
+from medal.report.freshness import stale
 
 
 def write_blend_report(cfg: Config, name: str, out: Path | None = None) -> Path:
@@ -33,10 +34,7 @@ def blend_page(cfg: Config, name: str) -> Document:
     corr = pd.read_csv(corr_file).set_index("model").rename_axis(None)
     doc = blend_document(report, corr)
     manifest = layout.blend_manifest(cfg, name)
-    try:
-        reason = provenance.stale_reason(manifest, cfg) if manifest.is_file() else f"{manifest.name} is missing"
-    except provenance.StaleError as err:
-        reason = str(err)
+    reason = stale(manifest, cfg) if manifest.is_file() else f"{manifest.name} is missing"
     doc.heading("Freshness").text("The blend matches its inputs." if reason is None else f"**Stale**: {reason}.")
     config = folder / "config.yaml"
     doc.heading("Resolved config").code(config.read_text() if config.is_file() else "(config.yaml is missing)")

@@ -22,6 +22,7 @@ from medal.core.tables import class_names, fold_count, read_folds
 from medal.images.gallery import hardest_png
 from medal.images.paths import source_path
 from medal.report.figures import confusion_png, curves, curves_png
+from medal.report.freshness import stale
 
 CONFUSION_TABLE_MAX = 30  # classes up to which the confusion matrix is also shown as a table of counts
 
@@ -154,10 +155,7 @@ def _freshness(cfg: Config) -> list[str]:
         if not manifest.is_file():
             lines.append(f"{stage}: not run to the end for this experiment (no {manifest.name})")
             continue
-        try:
-            reason = provenance.stale_reason(manifest, cfg)
-        except provenance.StaleError as err:
-            reason = str(err)
+        reason = stale(manifest, cfg)
         lines.append(f"{stage}: current" if reason is None else f"{stage}: **stale**, {reason}")
     return lines
 

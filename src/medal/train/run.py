@@ -59,7 +59,8 @@ def run_train(cfg: Config, fold: int | None = None, force: bool = False) -> dict
     this recipe and these folds is skipped; a stale one is refused, or with `force` deleted and retrained."""
     log = get_logger()
     set_progress(cfg.report.progress_steps, cfg.report.progress_seconds)
-    here = distributed.start(distributed.device_for(pick_device(cfg.runtime.device)))  # under torchrun: join
+    device = distributed.device_for(pick_device(cfg.runtime.device))
+    here = distributed.start(device)  # under torchrun: join the process group
     require_current_folds(cfg)
     table = read_folds(cfg)
     classes = class_names(table[cfg.data.label_col])
@@ -72,7 +73,7 @@ def run_train(cfg: Config, fold: int | None = None, force: bool = False) -> dict
     stale = {k: s.reason for k, s in status.items() if s.kind == STALE}
     if stale and not force:
         raise provenance.StaleError(_refusal(cfg, stale, fold))
-    log.info(_start_line(cfg, table, classes, status))
+    log.info(_start_line(cfg, table, classes, status, device))
     if here.main:  # under torchrun rank 0 alone writes files (and holds the locks)
         with exclusive(layout.lock_file(cfg.exp_dir, "train"), f"the files of experiment {cfg.name!r}", wait=True):
             # Only now, with every fold it will keep matching it: config.yaml names the recipe the folds have.
@@ -98,10 +99,10 @@ def _finish(cfg: Config, classes: list[str], n_folds: int, selected: list[int], 
         log.info("%s fold %d: best %s %.4f", cfg.name, k, cfg.metric, value)
 
 
-def _start_line(cfg: Config, table: pd.DataFrame, classes: list[str], status: dict[int, FoldStatus]) -> str:
+def _start_line(cfg: Config, table: pd.DataFrame, classes: list[str], status: dict[int, FoldStatus],
+                device: torch.device) -> str:
     """What train will do, in one line: where, at what precision, which model, on how many images, which folds."""
     t, r = cfg.train, cfg.runtime
-    device = pick_device(r.device)
     sizes = table["fold"].value_counts()
     split = ", ".join(f"fold {k}: {len(table) - sizes.get(k, 0)}/{sizes.get(k, 0)}" for k in status)
     todo = [k for k, s in status.items() if s.kind != COMPLETE]
