@@ -8,6 +8,8 @@ learning curves, its diagnosis and, last, its manifest.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import torch
@@ -54,9 +56,11 @@ from medal.train.trainer import FoldTrainer
 __all__ = ["FoldData", "FoldTrainer", "run_train", "split_fold", "train_fold", "write_full_oof"]
 
 
-def run_train(cfg: Config, fold: int | None = None, force: bool = False) -> dict[int, float]:
+def run_train(cfg: Config, fold: int | None = None, force: bool = False,
+              on_epoch: Callable[[int, dict], None] | None = None) -> dict[int, float]:
     """Train the given fold, or every fold; returns each fold's best CV score. A fold already trained under
-    this recipe and these folds is skipped; a stale one is refused, or with `force` deleted and retrained."""
+    this recipe and these folds is skipped; a stale one is refused, or with `force` deleted and retrained.
+    `on_epoch(fold, row)` sees each epoch's metrics row as it is written (medal.tune's pruning)."""
     log = get_logger()
     set_progress(cfg.report.progress_steps, cfg.report.progress_seconds)
     device = distributed.device_for(pick_device(cfg.runtime.device))
@@ -78,7 +82,7 @@ def run_train(cfg: Config, fold: int | None = None, force: bool = False) -> dict
         with exclusive(layout.lock_file(cfg.exp_dir, "train"), f"the files of experiment {cfg.name!r}", wait=True):
             # Only now, with every fold it will keep matching it: config.yaml names the recipe the folds have.
             write_text(cfg.exp_dir / "config.yaml", config_snapshot(cfg))
-    scores = {k: train_fold(cfg, table, classes, k, force) for k in selected}
+    scores = {k: train_fold(cfg, table, classes, k, force, on_epoch) for k in selected}
     if here.main:
         _finish(cfg, classes, n_folds, selected, settings, scores)
     distributed.stop()  # under torchrun: every rank waits for rank 0's OOF, then leaves the group
@@ -169,14 +173,16 @@ def write_full_oof(cfg: Config, classes: list[str], n_folds: int) -> float:
     return cv
 
 
-def train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int, force: bool = False) -> float:
+def train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int, force: bool = False,
+               on_epoch: Callable[[int, dict], None] | None = None) -> float:
     """Train one fold, holding its lock (resuming from last.pt when present); write best.pt, metrics.csv,
     oof.csv, done.json and, last, the fold's manifest."""
     with distributed.only_main(exclusive(layout.lock_file(cfg.fold_dir(fold), "train"), f"fold {fold} of {cfg.name!r}")):
-        return _train_fold(cfg, table, classes, fold, force)
+        return _train_fold(cfg, table, classes, fold, force, on_epoch)
 
 
-def _train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int, force: bool) -> float:
+def _train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int, force: bool,
+                on_epoch: Callable[[int, dict], None] | None) -> float:
     log = get_logger()
     main = distributed.world().main
     out = cfg.fold_dir(fold)
@@ -204,7 +210,8 @@ def _train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int,
     # The run ends with the fold, marked failed if the fold fails; rank 0 alone talks to W&B.
     with fold_tracker(cfg, fold) if main else Tracker.off() as tracking:
         with compute_threads(device, cfg.runtime.cpu_threads):
-            trainer = FoldTrainer(cfg, build_model(cfg.model, len(classes)).to(device), device, data, classes, fold, tracking)
+            trainer = FoldTrainer(cfg, build_model(cfg.model, len(classes)).to(device), device, data, classes, fold, tracking,
+                                  on_epoch=None if on_epoch is None else lambda row: on_epoch(fold, row))
             best_score, best_epoch = trainer.fit()
             valid_probs = trainer.predict_valid()
         if not main:

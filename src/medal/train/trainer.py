@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -65,7 +66,8 @@ class FoldTrainer:
     """One fold's model, optimizer, schedule, EMA and loaders; `fit()` trains it and writes its checkpoints."""
 
     def __init__(self, cfg: Config, model: torch.nn.Module, device: torch.device, data: FoldData,
-                 classes: list[str], fold: int, tracking: Tracker | None = None) -> None:
+                 classes: list[str], fold: int, tracking: Tracker | None = None,
+                 on_epoch: Callable[[dict], None] | None = None) -> None:
         t, r = self.t, self.r = cfg.train, cfg.runtime
         self.cfg, self.model, self.device, self.data, self.classes, self.fold = cfg, model, device, data, classes, fold
         self.out = cfg.fold_dir(fold)
@@ -106,6 +108,8 @@ class FoldTrainer:
         self.folds_sha256 = provenance.sha256(layout.folds_csv(cfg))
         self.stage_index, self.loader, self.sampler, self.lr_factor = -1, None, None, 1.0
         self.tracking = tracking or Tracker.off()
+        # Called with each epoch's metrics row after it is saved (medal.tune reports it to Optuna, which may prune).
+        self.on_epoch = on_epoch
 
     def candidates(self) -> list[str]:
         """The weights that may become the fold's model (best.pt, early stopping, OOF): 'raw' and/or 'ema'."""
@@ -135,6 +139,8 @@ class FoldTrainer:
                 self._save_last(epoch)
             self._log_epoch(row)
             self.tracking.log_epoch(row)
+            if self.on_epoch is not None:
+                self.on_epoch(row)
         return float(self.best_score), self.best_epoch
 
     def patience_exhausted(self, last_epoch: int) -> bool:

@@ -1,0 +1,1 @@
+"""pseudo: confident test predictions of a blend, as an extra training table."""
