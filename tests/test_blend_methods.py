@@ -12,7 +12,6 @@ from medal.blend.methods import (
     fit_caruana,
     fit_greedy,
     fit_optimize,
-    pick_best,
 )
 from medal.blend.search import AdditionScorer, class_slabs, hill_climb
 from medal.core.config import BlendConfig
@@ -107,6 +106,20 @@ def test_caruana_weights_are_pick_counts_at_the_best_step():
     assert blend >= score("accuracy", TARGETS, DIVERSE)  # never below its start, the best single model
 
 
+def test_caruana_climbs_to_hand_computed_weights_and_keeps_the_best_step_not_the_last():
+    # Three rows, all of class 1. A is right on rows 0-1 (0.6), wrong on row 2; B is wrong on rows 0-1
+    # (0.35) and sure of row 2 (1.0). Accuracy: A 2/3, B 1/3, so the climb starts from A.
+    a = np.array([[0.4, 0.6], [0.4, 0.6], [0.6, 0.4]])
+    b = np.array([[0.65, 0.35], [0.65, 0.35], [0.0, 1.0]])
+    # Step 1: 2A -> 2/3, A+B -> rows 0-1 (1.05, 0.95) wrong -> 1/3: adds A (no gain, best stays A alone).
+    # Step 2: 3A -> 2/3, 2A+B -> rows 0-1 (1.45, 1.55), row 2 (1.2, 1.8) right -> 1: adds B, best (2, 1).
+    # Step 3: 3A+B -> 1 (ties the best, not above), 2A+2B -> 1/3: adds A, ending at (3, 1).
+    slabs = class_slabs(np.stack([a, b]))
+    targets = np.ones(3, dtype=np.int64)
+    np.testing.assert_allclose(hill_climb(slabs, targets, "accuracy", iters=1, init=1), [1.0, 0.0])
+    np.testing.assert_allclose(hill_climb(slabs, targets, "accuracy", iters=3, init=1), [2 / 3, 1 / 3])
+
+
 HARMFUL = np.roll(model(0.3, 5), 1, axis=1)  # a confident model that names the wrong class
 
 
@@ -147,17 +160,7 @@ def test_nested_cv_equals_in_sample_for_a_method_that_fits_nothing():
     assert result.in_sample == pytest.approx(score("accuracy", TARGETS, (GOOD + DIVERSE + WEAK) / 3))
 
 
-def test_nested_cv_fits_each_fold_without_its_rows():
-    # Planted: on fold 0 only WEAK is right, elsewhere GOOD is. Weights fitted on the other folds pick GOOD,
-    # so the held-out fold 0 is scored with GOOD; an in-sample fit would have seen fold 0.
-    fold0 = FOLDS == 0
-    oracle = np.eye(C)[TARGETS] * 0.8 + 0.1
-    wrong = np.roll(oracle, 1, axis=1)
-    good = np.where(fold0[:, None], wrong, oracle)
-    weak = np.where(fold0[:, None], oracle, wrong)
-    result = evaluate_method("greedy", np.stack([good, weak]), TARGETS, FOLDS, ctx())
-    assert result.fold_weights[0].tolist() == [1.0, 0.0]
-    assert result.nested_per_fold[0] == 0.0
+# Nested CV without the held-out fold's rows, and pick_best by nested CV: test_blend_nested.py.
 
 
 def test_rank_scale_scales_each_class_column_to_zero_one():
@@ -170,15 +173,6 @@ def test_rank_blend_is_invariant_to_a_monotone_rescaling_of_a_member():
     weights = np.array([0.5, 0.5])
     np.testing.assert_allclose(apply_weights(np.stack([a, b]), weights, "rank"),
                                apply_weights(np.stack([a ** 3, b]), weights, "rank"))
-
-
-def test_pick_best_takes_the_best_nested_cv_and_the_simpler_method_on_ties():
-    preds = np.stack([GOOD, DIVERSE])
-    evals = [evaluate_method(m, preds, TARGETS, FOLDS, ctx()) for m in METHODS]
-    best = pick_best(evals, "accuracy")
-    assert best.nested == max(e.nested for e in evals)
-    assert best.method == next(e.method for e in evals if e.nested == best.nested)
-    assert pick_best(evals, "log_loss") is min(evals, key=lambda e: (e.nested, list(METHODS).index(e.method)))
 
 
 @pytest.mark.parametrize("metric", ["accuracy", "f1_macro", "f1_micro", "qwk", "log_loss", "roc_auc"])
