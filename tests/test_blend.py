@@ -495,7 +495,7 @@ def test_blend_writes_a_manifest_that_verifies_and_names_its_inputs_and_outputs(
                                      "b/oof_tta.csv", "b/test_pred.csv"}
     assert record["inputs"]["a/test_pred.csv"]["sha256"] == provenance.sha256(layout.test_pred_csv(cfg, "a"))
     submission = layout.submission_csv(cfg, "hand")
-    assert set(record["outputs"]) == {"subs/hand.csv", "blend.json"}  # named by their paths from the blend folder
+    assert set(record["outputs"]) == {"subs/hand.csv", "test_probs.csv", "blend.json"}  # paths from the blend folder
     assert record["outputs"]["subs/hand.csv"]["sha256"] == provenance.sha256(submission)
     assert record["settings"]["metric"] == "accuracy" and record["settings"]["blend"]["method"] == "compare"
     assert not {"experiments", "submission_dir"} & set(record["settings"]["blend"])

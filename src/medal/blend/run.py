@@ -25,6 +25,7 @@ from medal.core.io import remove_stale_temporaries, write_csv
 from medal.core.locks import exclusive
 from medal.core.log import get_logger, set_progress
 from medal.core.metrics import higher_is_better, reads_scores
+from medal.core.predictions import prediction_frame
 from medal.core.submission import (
     check_submission,
     make_submission,
@@ -97,13 +98,15 @@ def _blend(cfg: Config, names: list[str], name: str) -> dict:
     write_csv(path, make_submission(sample, test_ids, blended, d.id_col, d.label_col, classes))
     check_submission(path, d.root / d.sample_submission, d.id_col, d.label_col, classes, metric=cfg.metric)
     log.info("submission written and checked: %s", path)
+    held = _write_test_probs(cfg, name, test_ids, classes, blended, _space(best.method))
     report = {"metric": cfg.metric, "method": best.method, "members": names, "cv": models["cv"].to_dict(),
               "per_fold": per_fold, "cv_no_tta": _json_numbers(models["cv_no_tta"]),
               "tta_gain": _json_numbers(models["tta_gain"]), "tta_views": models["tta_views"].to_dict(),
               "weights": dict(zip(names, best.weights.tolist())),
               "blend_cv": best.nested, "blend_in_sample": best.in_sample,
               "methods": {e.method: _evaluation_json(e, names) for e in evaluations},
-              "correlation": corr.to_dict(), "submission": str(path)}
+              "correlation": corr.to_dict(), "submission": str(path),
+              "test_probs": {"path": str(layout.blend_test_probs(cfg, name)), "holds": held}}
     write_report(cfg, name, report, corr)
     _write_manifest(cfg, names, name, inputs, path)
     track_blend(cfg, name, report, layout.blend_dir(cfg, name))
@@ -139,6 +142,18 @@ def _as_probabilities(blended: np.ndarray, test_ids: list[str], metric: str, met
     return blended / blended.sum(axis=1, keepdims=True)
 
 
+def _write_test_probs(cfg: Config, name: str, test_ids: list[str], classes: list[str], blended: np.ndarray,
+                      space: str) -> str:
+    """The blended test rows as blend_<name>/test_probs.csv (id, one column per class), whatever format the
+    submission takes, for `medal pseudo`. Returns what they hold: 'probabilities' (renormalised over float drift),
+    or 'ranks' (per-class ranks in [0, 1], written as they are) for a rank blend or members inferred with
+    infer.fold_average=rank."""
+    probabilities = space != "rank" and not len(not_probabilities(blended))
+    values = blended / blended.sum(axis=1, keepdims=True) if probabilities else blended
+    write_csv(layout.blend_test_probs(cfg, name), prediction_frame(cfg.data.id_col, test_ids, classes, values))
+    return "probabilities" if probabilities else "ranks"
+
+
 def blend_settings(cfg: Config) -> dict:
     """The config values that shape a blend's submission (the members and the output folder are not settings:
     the members are its inputs)."""
@@ -163,7 +178,7 @@ def _write_manifest(cfg: Config, names: list[str], name: str, inputs: list[prove
     provenance.write_manifest(
         layout.blend_manifest(cfg, name), cfg, "blend", args=(*names, "--name", name),
         made=f"submission {name!r} was blended", settings=blend_settings(cfg),
-        inputs=inputs, outputs=[path, layout.blend_dir(cfg, name) / "blend.json"])
+        inputs=inputs, outputs=[path, layout.blend_test_probs(cfg, name), layout.blend_dir(cfg, name) / "blend.json"])
 
 
 def _evaluate(cfg: Config, oof: np.ndarray, targets: np.ndarray, folds: np.ndarray) -> list[Evaluation]:

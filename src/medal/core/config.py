@@ -180,6 +180,20 @@ class HardMiningConfig(Section):
     cap: float = Field(5.0, ge=1, description="Weights are clipped to [1/cap, cap]: no sample is drawn more than cap times, or less than 1/cap times, as often as the mean.")
 
 
+class AverageConfig(Section):
+    swa_epochs: int = Field(0, ge=0, description="SWA (torch.optim.swa_utils): average the raw weights at the end of each of the last N epochs, then recompute the BatchNorm statistics on the training images; scored on the fold's validation next to best.pt. 0 = off.")
+    top_k: int = Field(0, ge=0, description="Average the k epochs' weights that validated best (the weights best.pt would hold each epoch: raw or EMA), BatchNorm statistics recomputed; scored next to best.pt. 0 = off.")
+    oof: Literal["best", "swa", "top_k"] = Field("best", description="Which weights write the OOF and become best.pt (what infer predicts with): best (the best epoch's), swa or top_k (the averages, when on).")
+
+    @model_validator(mode="after")
+    def _oof_weights_exist(self) -> AverageConfig:
+        if self.oof == "swa" and not self.swa_epochs:
+            raise ValueError("oof: swa needs swa_epochs > 0 (the SWA average is off)")
+        if self.oof == "top_k" and not self.top_k:
+            raise ValueError("oof: top_k needs top_k > 0 (the top-k average is off)")
+        return self
+
+
 class LrFindConfig(Section):
     start_lr: float = Field(1e-7, gt=0, description="lr-find: first LR of the exponential sweep.")
     end_lr: float = Field(10.0, gt=0, description="lr-find: last LR of the sweep.")
@@ -215,7 +229,9 @@ class TrainConfig(Section):
     ema: EmaConfig = EmaConfig()
     patience: int | None = Field(None, ge=1, description="Early stopping: stop after this many epochs without a better validation metric. None: off.")
     hard_mining: HardMiningConfig = HardMiningConfig()
+    average: AverageConfig = AverageConfig()
     augment: AugmentPreset = Field("light", description="Augmentation preset: none, light (no flips), flips, photo (medal.images.augment.PRESETS).")
+    pseudo_labels: Path | None = Field(None, description="A pseudo-label table (`medal pseudo` writes <output_dir>/<competition>/pseudo_<name>/pseudo.csv): its test images join the training side of every fold, never validation. Hard labels (id, label) train like real rows; a table with one probability column per class (--soft) trains on those probabilities. Its content hash is part of the recipe: a changed table makes the trained folds stale.")
 
     @field_validator("stages")
     @classmethod

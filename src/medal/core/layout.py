@@ -8,6 +8,8 @@
             oof.csv cv.json                     train, every fold       train.manifest.json
             oof_tta.csv test_pred.csv tta.json  infer -> blend          infer.manifest.json
         blend_<name>/                           blend's report          blend_<name>/manifest.json
+            test_probs.csv                      blend -> pseudo (the blended test rows, id + one column per class)
+        pseudo_<name>/pseudo.csv pseudo.json    pseudo -> train (train.pseudo_labels)   pseudo_<name>/manifest.json
     <blend.submission_dir>/<name>.csv         blend -> Kaggle
 
 Each stage writes a manifest after its outputs (medal.core.provenance), and a lock file (.<stage>.lock)
@@ -52,6 +54,12 @@ def fold_oof(cfg: Config, fold: int) -> Path:
     return cfg.fold_dir(fold) / "oof.csv"
 
 
+def fold_weights_oof(cfg: Config, fold: int, weights: str) -> Path:
+    """The fold's validation predictions of other weights than best.pt's (train.average: 'ema', 'swa', 'top_k'):
+    read by train itself (cv.json's comparison), by no other stage."""
+    return cfg.fold_dir(fold) / f"oof_{weights}.csv"
+
+
 def fold_done(cfg: Config, fold: int) -> Path:
     return cfg.fold_dir(fold) / "done.json"
 
@@ -85,6 +93,30 @@ def submission_csv(cfg: Config, name: str) -> Path:
 
 def blend_dir(cfg: Config, name: str) -> Path:
     return cfg.data_dir / f"blend_{name}"
+
+
+# blend -> pseudo: the blended test predictions, whatever format the submission takes
+def blend_test_probs(cfg: Config, name: str) -> Path:
+    return blend_dir(cfg, name) / "test_probs.csv"
+
+
+# pseudo -> train: the pseudo-labelled test rows a config names in train.pseudo_labels
+def pseudo_dir(cfg: Config, name: str) -> Path:
+    return cfg.data_dir / f"pseudo_{name}"
+
+
+def pseudo_csv(cfg: Config, name: str) -> Path:
+    return pseudo_dir(cfg, name) / "pseudo.csv"
+
+
+def pseudo_json(table: Path) -> Path:
+    """The settings and counts written beside a pseudo-label table (pseudo.csv), wherever that table lives."""
+    return table.parent / "pseudo.json"
+
+
+def pseudo_manifest(table: Path) -> Path:
+    """The manifest beside a pseudo-label table (pseudo.csv), wherever that table lives."""
+    return table.parent / "manifest.json"
 
 
 def _experiment_dir(cfg: Config, experiment: str | None) -> Path:

@@ -78,8 +78,9 @@ def _fold_manifest(cfg: Config, fold: int) -> dict:
 
 def comparable(settings: dict) -> dict:
     """A recipe without what may differ between where a model trains and where it predicts: the pretrained
-    weights it started from, and whether it started from any (infer reads every weight from best.pt). Keys added
+    weights it started from, and whether it started from any, and the content of a pseudo-label table it trained on
+    (infer reads every weight from best.pt; the table's path stays part of the recipe). Keys added
     since `settings` was recorded count at their defaults (with_new_defaults), for every caller alike."""
-    kept = {k: v for k, v in with_new_defaults(settings).items() if k != "pretrained_sha256"}
+    kept = {k: v for k, v in with_new_defaults(settings).items() if k not in ("pretrained_sha256", "pseudo_sha256")}
     kept["model"] = {k: v for k, v in kept.get("model", {}).items() if k not in ("pretrained_file", "pretrained")}
     return kept

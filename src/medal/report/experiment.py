@@ -14,7 +14,7 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from medal.core import layout, provenance
 from medal.core.config import Config
-from medal.core.io import write_text
+from medal.core.io import read_csv, write_text
 from medal.core.log import get_logger
 from medal.core.metrics import score
 from medal.core.report import Document
@@ -63,6 +63,7 @@ def experiment_document(cfg: Config) -> Document:
     doc = Document(f"{cfg.name}: experiment report")
     _run_section(doc, cfg, folds, tta)
     _cv_section(doc, cfg, folds, tta)
+    _pseudo_section(doc, cfg, classes)
     for fold in folds:
         _fold_section(doc, cfg, fold)
     oof, source = oof_source(cfg)
@@ -174,6 +175,33 @@ def _cv_section(doc: Document, cfg: Config, folds: list[Fold], tta: dict | None)
     doc.text(*summary)
     if tta:
         doc.subheading("TTA: each view on the OOF").table(tta_table(tta))
+
+
+def pseudo_counts(cfg: Config, classes: list[str]) -> pd.Series | None:
+    """The pseudo-labelled test rows train.pseudo_labels adds to every fold's training side, per class (its label
+    column: the class the rows train as); None when the experiment uses none."""
+    path = cfg.train.pseudo_labels
+    if path is None:
+        return None
+    d = cfg.data
+    labels = read_csv(path, "pseudo-label table (train.pseudo_labels)", [d.id_col, d.label_col], [d.label_col])[d.label_col]
+    return labels.value_counts().reindex(classes, fill_value=0).rename("rows added").rename_axis("class")
+
+
+def _pseudo_section(doc: Document, cfg: Config, classes: list[str]) -> None:
+    counts = pseudo_counts(cfg, classes)
+    if counts is None:
+        return
+    path = cfg.train.pseudo_labels
+    made = _json(layout.pseudo_json(path)) or {}
+    rule = {"threshold": f", top-class probability at least {made.get('threshold')}",
+            "top_fraction": f", the most confident {made.get('top_fraction')} of each predicted class"}.get(made.get("rule"), "")
+    source = f" from blend `{made['blend']}`{rule}" if made.get("blend") else ""
+    kind = "soft labels" if made.get("soft") else "labels"
+    doc.heading("Pseudo-labels").text(
+        f"**{int(counts.sum())}** pseudo-labelled test rows (`{path}`{source}, {kind}) were added to the training side "
+        "of every fold, never to validation: the CV above is measured on real labels only.")
+    doc.table(counts.to_frame())
 
 
 def _fold_section(doc: Document, cfg: Config, fold: Fold) -> None:

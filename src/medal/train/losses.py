@@ -3,7 +3,7 @@
 Every loss takes a (batch x classes) float target. Class indices become
 smoothed one-hot vectors (timm's `mixup_target`), or mixed pairs of them under
 Mixup/CutMix, so one soft-target path serves plain, smoothed and mixed
-training. Seam for multi-label and regression data: a dataset that yields
+training; soft pseudo labels enter the same path as distributions. Seam for multi-label and regression data: a dataset that yields
 dense float targets feeds them to the same losses (timm's Mixup then runs with
 `multi_label=True`); the current data layer yields class indices only.
 """
@@ -44,12 +44,23 @@ class Criterion:
         self.mixup = Mixup(mixup_alpha=m.mixup_alpha, cutmix_alpha=m.cutmix_alpha, prob=m.prob, switch_prob=m.switch_prob,
                            label_smoothing=t.label_smoothing, num_classes=num_classes) if m.enabled else None
 
-    def prepare(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def prepare(self, images: torch.Tensor, labels: torch.Tensor,
+                soft: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(images, soft targets): mixed by timm's Mixup when on (a batch of odd size, possible only when
-        the training set is smaller than one batch, is left unmixed), else smoothed one-hot."""
+        the training set is smaller than one batch, is left unmixed), else smoothed one-hot. `soft` (batch x
+        classes): each row's target distribution instead of its class index (soft pseudo labels): smoothed as
+        (1 - s) p + s / C and mixed as timm mixes one-hot targets, which it gives exactly for one-hot rows."""
+        if soft is None:
+            if self.mixup is not None and len(images) % 2 == 0:
+                return self.mixup(images, labels)
+            return images, mixup_target(labels, self.num_classes, lam=1.0, smoothing=self.smoothing)
+        target = soft.float() * (1.0 - self.smoothing) + self.smoothing / self.num_classes
         if self.mixup is not None and len(images) % 2 == 0:
-            return self.mixup(images, labels)
-        return images, mixup_target(labels, self.num_classes, lam=1.0, smoothing=self.smoothing)
+            # timm's own draw and image mix (its batch mode, the one medal builds); its __call__ would turn the
+            # targets into one-hot vectors of class indices, so the same lambda mixes the distributions here.
+            lam = self.mixup._mix_batch(images)
+            target = target * lam + target.flip(0) * (1.0 - lam)
+        return images, target
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The loss of each sample (float32), shape (batch,)."""

@@ -41,7 +41,7 @@ from medal.modeling.runtime import (
 )
 from medal.tracking import Tracker, fold_tracker, track_cv
 from medal.train.diagnosis import diagnose, plot_curves
-from medal.train.fold import FoldData, split_fold
+from medal.train.fold import FoldData, pseudo_warning, read_pseudo_labels, split_fold
 from medal.train.state import (
     COMPLETE,
     RESUME,
@@ -68,6 +68,7 @@ def run_train(cfg: Config, fold: int | None = None, force: bool = False,
     require_current_folds(cfg)
     table = read_folds(cfg)
     classes = class_names(table[cfg.data.label_col])
+    pseudo = read_pseudo_labels(cfg, classes)  # checked before any work; each fold reads it again
     n_folds = fold_count(table)
     if fold is not None and not 0 <= fold < n_folds:
         raise ValueError(f"--fold {fold} is out of range: folds.csv has folds 0..{n_folds - 1}")
@@ -77,7 +78,9 @@ def run_train(cfg: Config, fold: int | None = None, force: bool = False,
     stale = {k: s.reason for k, s in status.items() if s.kind == STALE}
     if stale and not force:
         raise provenance.StaleError(_refusal(cfg, stale, fold))
-    log.info(_start_line(cfg, table, classes, status, device))
+    if pseudo is not None and (note := pseudo_warning(cfg)):
+        log.warning(note)
+    log.info(_start_line(cfg, table, classes, status, device, 0 if pseudo is None else len(pseudo.ids)))
     if here.main:  # under torchrun rank 0 alone writes files (and holds the locks)
         with exclusive(layout.lock_file(cfg.exp_dir, "train"), f"the files of experiment {cfg.name!r}", wait=True):
             # Only now, with every fold it will keep matching it: config.yaml names the recipe the folds have.
@@ -104,8 +107,9 @@ def _finish(cfg: Config, classes: list[str], n_folds: int, selected: list[int], 
 
 
 def _start_line(cfg: Config, table: pd.DataFrame, classes: list[str], status: dict[int, FoldStatus],
-                device: torch.device) -> str:
-    """What train will do, in one line: where, at what precision, which model, on how many images, which folds."""
+                device: torch.device, pseudo_rows: int = 0) -> str:
+    """What train will do, in one line: where, at what precision, which model, on how many images (and
+    pseudo-labelled test rows), which folds."""
     t, r = cfg.train, cfg.runtime
     sizes = table["fold"].value_counts()
     split = ", ".join(f"fold {k}: {len(table) - sizes.get(k, 0)}/{sizes.get(k, 0)}" for k in status)
@@ -122,7 +126,8 @@ def _start_line(cfg: Config, table: pd.DataFrame, classes: list[str], status: di
     ranks = f"; on {here.size} processes (torchrun), global batch x{here.size}" if here.distributed else ""
     return (f"{cfg.name}: train on {where['device']} ({where['precision']}, amp {amp}): {cfg.model.backbone} "
             f"({f'{params:,}' if params is not None else 'unknown'} parameters, {len(classes)} classes); "
-            f"{len(table)} images (train/valid {split}); to train: folds {todo or 'none'}"
+            f"{len(table)} images (train/valid {split})"
+            f"{f' +{pseudo_rows} pseudo-labelled rows (train only)' if pseudo_rows else ''}; to train: folds {todo or 'none'}"
             f"{f' ({resumed} resuming from last.pt)' if resumed else ''}"
             f"{f' ({stale} stale, retrained)' if stale else ''}; complete, skipped: {complete or 'none'}; "
             f"{budget}{ranks} -> {cfg.exp_dir}")
@@ -162,7 +167,8 @@ def write_full_oof(cfg: Config, classes: list[str], n_folds: int) -> float:
         oof = pd.concat(parts, ignore_index=True)
         write_csv(layout.oof_csv(cfg), oof)
         cv = score(cfg.metric, oof["target"].to_numpy(), oof[classes].to_numpy())
-        summary = {"metric": cfg.metric, "cv": cv, "n_folds": n_folds, "rows": len(oof)}
+        summary = {"metric": cfg.metric, "cv": cv, "n_folds": n_folds, "rows": len(oof),
+                   **_weights_cv(cfg, classes, n_folds)}
         write_json(layout.cv_json(cfg), summary)
         provenance.write_manifest(
             manifest, cfg, "train", made=f"the OOF of {cfg.name!r} was gathered",
@@ -171,6 +177,23 @@ def write_full_oof(cfg: Config, classes: list[str], n_folds: int) -> float:
     get_logger().info("%s: OOF %s over %d folds = %.4f", cfg.name, cfg.metric, n_folds, cv)
     track_cv(cfg, layout.oof_csv(cfg), summary)
     return cv
+
+
+def _weights_cv(cfg: Config, classes: list[str], n_folds: int) -> dict:
+    """With train.average on: the OOF score of each set of weights every fold scored (the best epoch's, the final
+    EMA, SWA, top-k; oof.csv holds the train.average.oof ones), as {"weights_cv": {"best": ..., "swa": ...}}."""
+    names = [name for name in ("best", "ema", "swa", "top_k")
+             if all(layout.fold_weights_oof(cfg, k, name).is_file() for k in range(n_folds))]
+    if not names:
+        return {}
+    found = {}
+    for name in names:
+        oof = pd.concat([read_csv(layout.fold_weights_oof(cfg, k, name), f"fold OOF of the {name} weights",
+                                  [cfg.data.id_col], [cfg.data.id_col]) for k in range(n_folds)], ignore_index=True)
+        found[name] = score(cfg.metric, oof["target"].to_numpy(), oof[classes].to_numpy())
+    get_logger().info("%s: OOF %s by weights: %s (oof.csv: %s)", cfg.name, cfg.metric,
+                      ", ".join(f"{name} {value:.4f}" for name, value in found.items()), cfg.train.average.oof)
+    return {"weights_cv": found}
 
 
 def train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int, force: bool = False,
@@ -220,6 +243,10 @@ def _train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int,
         oof = prediction_frame(cfg.data.id_col, data.valid_ids, classes, valid_probs,
                                fold=np.full(len(data.valid_ids), fold), target=data.valid_targets)
         write_csv(layout.fold_oof(cfg, fold), oof)
+        for weights, (_, probs) in trainer.alternatives.items():
+            write_csv(layout.fold_weights_oof(cfg, fold, weights), prediction_frame(
+                cfg.data.id_col, data.valid_ids, classes, probs, fold=np.full(len(data.valid_ids), fold),
+                target=data.valid_targets))
         report = {"best_score": best_score, "best_epoch": best_epoch, "metric": cfg.metric,
                   "environment": {**describe_device(device, precision(device, cfg.runtime.amp, cfg.runtime.amp_dtype)),
                                   **versions()},
@@ -231,6 +258,7 @@ def _train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int,
         settings=settings,
         inputs=[provenance.Input(layout.folds_csv(cfg), layout.folds_manifest(cfg), digest=trainer.folds_sha256)],
         outputs=[layout.best_checkpoint(cfg, fold), layout.fold_oof(cfg, fold), done])
+    trainer.averages.discard_snapshots()  # the averages are scored, and in best.pt when chosen
     distributed.barrier()
     return best_score
 
@@ -261,5 +289,7 @@ def _report_fold(cfg: Config, trainer: FoldTrainer, data: FoldData, classes: lis
                       diagnosis["verdict"], diagnosis["train_loss"], diagnosis["valid_loss"], last["epoch"],
                       diagnosis["advice"])
     return {"weights": trainer.best_weights, "epochs_trained": len(trainer.history),
+            **({"weights_scores": {name: value for name, (value, _) in trainer.alternatives.items()},
+                "averaged_epochs": trainer.averages.describe()} if trainer.averages.enabled else {}),
             "stopped_early": len(trainer.history) < cfg.train.total_epochs, "diagnosis": diagnosis,
             "run_id": trainer.run_id, "hardest_oof": hardest}

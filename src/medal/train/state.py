@@ -23,10 +23,16 @@ class FoldStatus:
 
 
 def training_settings(cfg: Config) -> dict:
-    """What shapes a fold's weights: the recipe, and the content of the pretrained weights file it starts from."""
+    """What shapes a fold's weights: the recipe, the content of the pretrained weights file it starts from and,
+    with train.pseudo_labels set, the content of that table (absent otherwise, so folds trained before the key
+    existed stay current). A changed table makes the folds stale, a changed path too (it is in the recipe)."""
     pretrained = cfg.model.pretrained_file
     digest = provenance.sha256(pretrained) if pretrained is not None and pretrained.is_file() else None
-    return {**recipe(cfg), "pretrained_sha256": digest}
+    settings = {**recipe(cfg), "pretrained_sha256": digest}
+    table = cfg.train.pseudo_labels
+    if table is not None:
+        settings["pseudo_sha256"] = provenance.sha256(table) if table.is_file() else None
+    return settings
 
 
 def fold_status(cfg: Config, fold: int, settings: dict) -> FoldStatus:

@@ -10,6 +10,7 @@ run would.
 """
 from __future__ import annotations
 
+import copy
 import time
 import uuid
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from medal.modeling.models import normalisation, set_train_mode
 from medal.modeling.predict import predict_probs
 from medal.modeling.runtime import autocast, grad_scaler, make_loader, speed_up
 from medal.tracking import Tracker
+from medal.train.averaging import WeightAverages
 from medal.train.fold import FoldData
 from medal.train.losses import Criterion
 from medal.train.optim import batch_lr_factor, build_optimizer, group_lrs, l1_penalty
@@ -99,6 +101,10 @@ class FoldTrainer:
         self.ema = ModelEmaV3(model, decay=t.ema.decay, use_warmup=t.ema.warmup) if t.ema.enabled else None
         self.scaler = grad_scaler(device, r.amp, r.amp_dtype)
         self.tracker = LossTracker(len(data.train_paths))
+        self.averages = WeightAverages(t.average, t.total_epochs, cfg.metric, self.out, main=self.world.main)
+        # The other weights scored on the fold's validation after training, by name ('ema', 'swa', 'top_k'):
+        # (score, validation probabilities); filled by _score_averages when an average is on.
+        self.alternatives: dict[str, tuple[float, np.ndarray]] = {}
         self.history: list[dict] = []
         self.steps: list[dict] = []
         # Epochs are numbered from 1 in every file and line (best_epoch 0: none yet); loop indices count from 0.
@@ -141,6 +147,7 @@ class FoldTrainer:
             self.tracking.log_epoch(row)
             if self.on_epoch is not None:
                 self.on_epoch(row)
+        self._score_averages()
         return float(self.best_score), self.best_epoch
 
     def patience_exhausted(self, last_epoch: int) -> bool:
@@ -197,7 +204,7 @@ class FoldTrainer:
         for i, (images, labels, indices) in enumerate(bar):
             lrs = group_lrs(self.optimizer)
             group = min(t.accumulate, n - i // t.accumulate * t.accumulate)  # micro-batches in this update
-            loss, per_sample, logits, labels = self._forward_backward(images, labels, group)
+            loss, per_sample, logits, labels = self._forward_backward(images, labels, group, indices)
             if (i + 1) % t.accumulate == 0 or i + 1 == n:
                 self._optimizer_step()
                 self.schedule.update(epoch + (i + 1) / n, self.updates, self.lr_factor)
@@ -224,13 +231,17 @@ class FoldTrainer:
         for rank_indices, rank_losses in distributed.gather((indices, losses)):
             self.tracker.record(rank_indices, rank_losses)
 
-    def _forward_backward(self, images: torch.Tensor, labels: torch.Tensor, group: int):
-        """Forward and scaled backward of one batch; returns (loss, per-sample losses, float logits, labels) detached."""
+    def _forward_backward(self, images: torch.Tensor, labels: torch.Tensor, group: int,
+                          indices: torch.Tensor | None = None):
+        """Forward and scaled backward of one batch (`indices`: its training rows, which pick their soft targets
+        when the fold has soft pseudo labels); returns (loss, per-sample losses, float logits, labels) detached."""
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         if self.r.channels_last and self.device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
-        inputs, target = self.criterion.prepare(images, labels)
+        soft = self.data.train_soft
+        soft = None if soft is None else torch.from_numpy(soft[indices.cpu().numpy()]).to(self.device, non_blocking=True)
+        inputs, target = self.criterion.prepare(images, labels, soft)
         with autocast(self.device, self.r.amp, self.r.amp_dtype):
             logits = self.train_forward(inputs)
         per_sample = self.criterion.per_sample(logits, target)
@@ -267,6 +278,7 @@ class FoldTrainer:
         for name in self.candidates()[1:]:
             chosen = name if is_better(metric, scores[name], scores[chosen]) else chosen
         row["chosen"] = chosen
+        self.averages.after_epoch(epoch + 1, self.model, self.ema.module if chosen == "ema" else self.model, scores[chosen])
         if is_better(metric, scores[chosen], self.best_score):
             self.best_score, self.best_epoch, self.best_weights = scores[chosen], epoch + 1, chosen
             if self.world.main:
@@ -274,6 +286,40 @@ class FoldTrainer:
                           classes=self.classes, epoch=epoch + 1, score=scores[chosen], backbone=self.cfg.model.backbone,
                           weights=chosen, image_size=self.t.image_size, run_id=self.run_id)
         return row
+
+    def _score_averages(self) -> None:
+        """With train.average on: score the best epoch's weights, the final EMA and each average (BatchNorm
+        recomputed on the training images at the final size, without augmentation: what OOF and test images look
+        like) on the fold's validation; with average.oof naming an average, it becomes best.pt and the fold's score."""
+        if not self.averages.enabled:
+            return
+        t, metric = self.t, self.cfg.metric
+        plain = ImageDataset(self.data.train_paths, self.data.train_targets, eval_transform(t.image_size, self.stats))
+        loader = make_loader(plain, self.stages[-1].batch_size, self.r.num_workers, self.device)
+        averaged = self.averages.averaged(self.model, loader, self.device)
+        distributed.share_buffers(*averaged.values())
+        best = copy.deepcopy(self.model)
+        distributed.barrier()  # rank 0 wrote best.pt
+        best.load_state_dict(load_best(layout.best_checkpoint(self.cfg, self.fold), self.device)["model"])
+        weights = {"best": best, **({"ema": self.ema.module} if self.ema is not None else {}), **averaged}
+        for name, module in weights.items():
+            probs, _ = self._predict(module, f"{self.cfg.name} fold {self.fold} {name} weights")
+            self.alternatives[name] = (self._valid_score(probs), probs)
+        get_logger().info("%s fold %d: validation %s by weights: %s (best: epoch %d's %s)", self.cfg.name, self.fold,
+                          metric, ", ".join(f"{name} {value:.4f}" for name, (value, _) in self.alternatives.items()),
+                          self.best_epoch, self.best_weights)
+        chosen = t.average.oof
+        if chosen == "best":
+            return
+        if chosen not in averaged:
+            get_logger().warning("%s fold %d: train.average.oof=%s, but there is no %s average; best.pt keeps the "
+                                 "best epoch's weights", self.cfg.name, self.fold, chosen, chosen)
+            return
+        self.best_score, self.best_weights = self.alternatives[chosen][0], chosen
+        if self.world.main:
+            save_best(layout.best_checkpoint(self.cfg, self.fold), averaged[chosen], classes=self.classes,
+                      epoch=len(self.history), score=self.best_score, backbone=self.cfg.model.backbone, weights=chosen,
+                      image_size=t.image_size, run_id=self.run_id)
 
     def _predict(self, model: torch.nn.Module, desc: str) -> tuple[np.ndarray, float]:
         """Probabilities and mean cross-entropy of the whole validation set: this rank's shard, gathered from
@@ -305,6 +351,7 @@ class FoldTrainer:
             "sampler": self.tracker.state_dict(), "run_id": self.run_id, "best_score": self.best_score,
             "best_epoch": self.best_epoch, "best_weights": self.best_weights, "history": self.history,
             "recipe": recipe(self.cfg), "settings": training_settings(self.cfg), "folds_sha256": self.folds_sha256,
+            "averages": self.averages.state_dict(),
         })
 
     def _resume(self) -> None:
@@ -325,6 +372,7 @@ class FoldTrainer:
             self.scaler.load_state_dict(state["scaler"])
         restore_rng(state["rng"])
         self.tracker.load_state_dict(state["sampler"])
+        self.averages.load_state_dict(state.get("averages"), self.model)
         # state["epoch"]: the last epoch done, from 1, so also the loop index of the next one.
         self.start_epoch, self.updates, self.run_id = state["epoch"], state["step"], state["run_id"]
         self.best_score, self.best_epoch, self.history = state["best_score"], state["best_epoch"], state["history"]
