@@ -21,8 +21,10 @@ STAGE_SECTIONS = {
     "train": ["data", "model", "train", "runtime", "report", "tracking"],
     "lr-find": ["data", "model", "train", "lr_find", "runtime"],
     "recipe-check": ["data", "model", "train", "runtime"],
+    "tune": ["data", "model", "train", "runtime", "tracking"],
     "infer": ["data", "model", "train", "infer", "runtime"],
     "blend": ["data", "blend", "tracking"],
+    "pseudo": ["data"],
     "report": ["data", "report", "blend"],
 }
 
@@ -36,8 +38,14 @@ STAGE_HELP = {
     "recipe-check": "train the current recipe, the plain recipe and the current one at other LRs (and any --try "
                     "recipe) on one fold, each as experiment <name>-check-<recipe>, and compare their scores: are the "
                     "defaults good on this competition? Writes <experiment>/recipe_check.csv and .md",
+    "tune": "an Optuna study over config keys (--space FILE): each trial trains one fold (or --folds) as experiment "
+            "<name>-tune-<study>-t<nnnn>, pruned when its epochs fall behind; trial 0 is the config as it is. "
+            "Writes tune_<study>/best.yaml (a ready config), trials.csv and study.html",
     "infer": "measure TTA views on OOF, keep those that help, predict the test set with every fold model",
     "blend": "compare experiments on OOF, blend them, write and check submissions/<name>.csv",
+    "pseudo": "take a blend's confident test predictions (--threshold T, or --top-fraction F per class) as "
+              "pseudo_<name>/pseudo.csv, hard or --soft labels; train adds them to the training side of every fold "
+              "with train.pseudo_labels=PATH",
     "report": "write one self-contained HTML page (images embedded, nothing loaded from the network) about the "
               "experiment: config, curves, LR, CV, TTA, confusion matrix, per-class precision and recall, hardest "
               "OOF images; with --blend NAME about blend_<NAME> instead",
@@ -77,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                              default=(1 / 3, 3.0), metavar="F,F", help="LR grid around the current LR (default 0.3333,3)")
             sub.add_argument("--try", dest="tries", action="append", default=[], metavar="NAME:key=value,...",
                              help="another recipe to compare, e.g. flips:train.augment=flips (repeatable)")
+        if stage == "tune":
+            _tune_options(sub)
         if stage == "infer":
             sub.add_argument("--test-only", action="store_true",
                              help="predict the test set only, with the views and fold models a full infer chose "
@@ -87,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "of the config's experiment")
             sub.add_argument("--out", type=Path, default=None,
                              help="where to write the page (default <experiment>/report.html or blend_<NAME>/report.html)")
+        if stage == "pseudo":
+            _pseudo_options(sub)
         if stage == "blend":
             sub.add_argument("--name", default=None, help="submission name (default: blend.submission_name)")
             sub.add_argument("--compare", action="store_true",
@@ -111,6 +123,49 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=32, help="image side in pixels (default 32)")
     demo.add_argument("--per-class", type=int, default=None, help="images per class (default: all 1,797 digits)")
     return parser
+
+
+def _pseudo_options(sub) -> None:
+    sub.add_argument("--from", dest="source", required=True, metavar="BLEND",
+                     help="the blend whose test predictions to take (blend_<BLEND>/test_probs.csv; `medal blend --name`)")
+    rule = sub.add_mutually_exclusive_group(required=True)
+    rule.add_argument("--threshold", type=float, metavar="T",
+                      help="keep the test rows whose top-class probability is at least T, 0 < T <= 1")
+    rule.add_argument("--top-fraction", type=float, metavar="F",
+                      help="keep, per predicted class, its most confident F of rows (rounded up), 0 < F <= 1")
+    sub.add_argument("--soft", action="store_true",
+                     help="also write one probability column per class: training learns the blend's distribution "
+                          "(label smoothing and mixup apply to it) instead of the predicted class")
+    sub.add_argument("--name", default=None, help="the table's name: pseudo_<NAME>/ (default: the blend's name)")
+
+
+def _tune_options(sub) -> None:
+    sub.add_argument("--space", type=Path, required=True, metavar="SPACE.yaml",
+                     help="the search space: one dotted config key per line, e.g. `train.lr: {float: [1.0e-4, 1.0e-2], "
+                          "log: true}` or `train.augment: {categorical: [light, flips]}` (configs/demo/space.yaml)")
+    sub.add_argument("--trials", type=int, default=20,
+                     help="finished trials (complete or pruned) the study should hold, counting every worker's and "
+                          "earlier runs'; this run adds what is missing (default 20)")
+    sub.add_argument("--folds", type=lambda text: tuple(int(x) for x in text.split(",") if x), default=(0,),
+                     metavar="K[,K...]", help="the objective: the fold's best score, or the mean over these folds (default 0)")
+    sub.add_argument("--pruner", choices=["median", "halving", "none"], default="median",
+                     help="stop a trial whose epochs fall behind: median (Optuna's MedianPruner), halving "
+                          "(SuccessiveHalvingPruner) or none (default median)")
+    sub.add_argument("--startup-trials", type=int, default=3, metavar="N",
+                     help="median pruner: prune nothing until N trials have finished (default 3)")
+    sub.add_argument("--warmup-epochs", type=int, default=1, metavar="E",
+                     help="median pruner: never prune a trial in its first E epochs (default 1)")
+    sub.add_argument("--study", default=None, metavar="NAME", help="the study's name (default: the config's name)")
+    sub.add_argument("--storage", default=None, metavar="URL",
+                     help="an Optuna database URL shared by several workers, e.g. postgresql://user:pw@host/db "
+                          "(default: SQLite at <output_dir>/<competition>/tune_<study>/study.db)")
+    sub.add_argument("--no-baseline", dest="baseline", action="store_false",
+                     help="do not enqueue the config as it is as the study's first trial")
+    sub.add_argument("--best-config", type=Path, default=None, metavar="PATH",
+                     help="where to write the best trial's config (default tune_<study>/best.yaml)")
+    sub.add_argument("--best-name", default=None, metavar="NAME",
+                     help="the experiment name in that config (default <name>-tuned)")
+    sub.add_argument("--seed", type=int, default=None, help="seed of Optuna's sampler (default: random per worker)")
 
 
 def _kaggle_parser(stages) -> None:
@@ -183,7 +238,12 @@ def run(ns: argparse.Namespace) -> int:
     # Each stage's log is also appended to medal.log beside its outputs; check-submission and score keep none.
     blend = getattr(ns, "name", None) if ns.stage == "blend" else getattr(ns, "blend", None)  # None: not a blend's
     blend_folder = layout.blend_dir(cfg, blend or cfg.blend.submission_name)
-    folder = {"clean": cfg.data_dir, "folds": cfg.data_dir, "blend": blend_folder,
+    tune_folder = None
+    if ns.stage == "tune":  # tune's log goes beside its study
+        from medal.tune.study import study_name, tune_dir
+        tune_folder = tune_dir(cfg, study_name(cfg, ns.study))
+    folder = {"clean": cfg.data_dir, "folds": cfg.data_dir, "blend": blend_folder, "tune": tune_folder,
+              "pseudo": layout.pseudo_dir(cfg, ns.name or ns.source) if ns.stage == "pseudo" else None,
               "report": cfg.exp_dir if blend is None else blend_folder,
               **dict.fromkeys(["train", "infer", "lr-find", "recipe-check"], cfg.exp_dir)}.get(ns.stage)
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone logs (and keeps medal.log); others warn
@@ -234,6 +294,24 @@ def _recipe_check(cfg: Config, ns, names) -> int:
     return 0
 
 
+def _tune(cfg: Config, ns, names) -> int:
+    from medal.tune import TuneOptions, run_tune
+    from medal.tune.study import optuna_module
+    try:
+        optuna_module()
+    except ImportError as err:  # a message for people, not a traceback
+        print(f"medal tune: error: {err}", file=sys.stderr)
+        return 2
+    opts = TuneOptions(space=ns.space, trials=ns.trials, folds=ns.folds, pruner=ns.pruner,
+                       startup_trials=ns.startup_trials, warmup_epochs=ns.warmup_epochs, study=ns.study,
+                       storage=ns.storage, baseline=ns.baseline, best_config=ns.best_config, best_name=ns.best_name,
+                       seed=ns.seed)
+    summary = run_tune(cfg, opts)
+    if summary["best_config"] is not None:
+        print(f"best {cfg.metric} {summary['best_value']:.4f} (trial {summary['best_trial']}): {summary['best_config']}")
+    return 0
+
+
 def _infer(cfg: Config, ns, names) -> int:
     from medal.infer import run_infer
     run_infer(cfg, test_only=ns.test_only)
@@ -254,6 +332,15 @@ def _blend(cfg: Config, ns, names) -> int:
         cfg.blend.method = "compare"
     report = run_blend(cfg, names or None, ns.name)
     print(report["submission"])
+    return 0
+
+
+def _pseudo(cfg: Config, ns, names) -> int:
+    from medal.core import layout
+    from medal.pseudo import run_pseudo
+    summary = run_pseudo(cfg, ns.source, threshold=ns.threshold, top_fraction=ns.top_fraction, soft=ns.soft,
+                         name=ns.name)
+    print(layout.pseudo_csv(cfg, summary["name"]))
     return 0
 
 
@@ -288,7 +375,8 @@ def _score(cfg: Config, ns, names) -> int:
 
 
 STAGES = {"clean": _clean, "folds": _folds, "train": _train, "lr-find": _lr_find, "recipe-check": _recipe_check,
-          "infer": _infer, "blend": _blend, "report": _report,
+          "tune": _tune,
+          "infer": _infer, "blend": _blend, "pseudo": _pseudo, "report": _report,
           "check-submission": _check, "score": _score}
 
 
