@@ -132,6 +132,13 @@ def test_the_config_chooses_the_oof_weights_and_cv_json_compares_them(toy):
     accuracy = (swa[classes].to_numpy().argmax(1) == swa["target"].to_numpy()).mean()
     assert cv["weights_cv"]["swa"] == pytest.approx(accuracy)
     assert len(oof) == 24
+    # The experiment's report shows the comparison, with cv.json's numbers.
+    from medal.report.experiment import experiment_document
+
+    page = experiment_document(cfg).markdown()
+    assert "Weight averaging: each set of weights on the OOF" in page
+    for name, value in cv["weights_cv"].items():
+        assert f"| {name} | {value:.4f} |" in page
 
 
 def test_a_killed_run_resumes_its_swa_average(toy, tmp_path):

@@ -173,6 +173,12 @@ def _cv_section(doc: Document, cfg: Config, folds: list[Fold], tta: dict | None)
         summary.append(f"After TTA ({' + '.join(tta['chosen'])}, {tta.get('reduce', 'mean')}): "
                        f"**{tta['oof_tta']:.4f}**, a gain of {tta['gain']:+.4f}.")
     doc.text(*summary)
+    if cv and cv.get("weights_cv"):
+        weights = pd.DataFrame({f"OOF {cfg.metric}": cv["weights_cv"]}).rename_axis("weights")
+        doc.subheading("Weight averaging: each set of weights on the OOF").table(weights)
+        doc.text(f"best: each fold's best epoch (chosen on its own validation rows, so slightly optimistic); "
+                 f"ema: the final EMA; swa, top_k: the averages (train.average). oof.csv and best.pt hold "
+                 f"**{cfg.train.average.oof}**.")
     if tta:
         doc.subheading("TTA: each view on the OOF").table(tta_table(tta))
 
