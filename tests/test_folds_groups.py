@@ -6,6 +6,8 @@ that is always present, so it does not lean on make_folds' internal assert.
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -91,3 +93,16 @@ def test_every_fold_column_keeps_duplicate_groups_and_group_col_groups_whole(tmp
     for column in columns:
         assert set(folds[column]) == {str(k) for k in range(N_FOLDS)}, column
         assert split_groups(folds, column, groups, group_col) == [], column
+
+
+@pytest.mark.parametrize(("strategy", "seed", "same"), [("stratified_group", 11, True), ("stratified", 3, False)])
+def test_a_repeat_column_that_repeats_an_earlier_split_is_reported(tmp_path, strategy, seed, same):
+    # stratified_group over 16 patients at seed 11 gives fold_s1 the very split of fold (scikit-learn's
+    # StratifiedGroupKFold shuffles only ties); stratified at seed 3 does not. The check is the test's own.
+    cfg, _ = write_competition(tmp_path, strategy, "patient", seed)
+    table = run_folds(cfg)
+    partition = {column: {frozenset(table.index[table[column] == k]) for k in table[column].unique()}
+                 for column in ("fold", "fold_s1")}
+    assert (partition["fold"] == partition["fold_s1"]) is same
+    warnings = json.loads((cfg.data_dir / "folds.json").read_text())["warnings"]
+    assert any("fold_s1 (seed" in w and "exactly as fold" in w for w in warnings) is same

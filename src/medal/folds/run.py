@@ -199,6 +199,23 @@ def run_folds(cfg: Config) -> pd.DataFrame:
         return _make_folds(cfg)
 
 
+def _repeated_splits(table: pd.DataFrame, seeds: dict[str, int], strategy: str) -> list[str]:
+    """A warning for each repeat column that splits the rows exactly as an earlier column does (its folds maybe
+    numbered otherwise): scikit-learn's StratifiedGroupKFold shuffles only the order of groups that tie on their
+    class spread, so with few, large groups another seed can give the same split, and that repeat adds nothing."""
+    warnings, columns = [], list(seeds)
+    for i, column in enumerate(columns[1:], start=1):
+        for earlier in columns[:i]:
+            pairs = table[[earlier, column]].drop_duplicates()
+            if len(pairs) == table[earlier].nunique() == table[column].nunique():
+                warnings.append(f"{column} (seed {seeds[column]}) splits the rows exactly as {earlier} (seed "
+                                f"{seeds[earlier]}) does: with these groups, strategy {strategy} barely depends on "
+                                "the seed, so this repeat measures nothing new; strategy group shuffles groups "
+                                "freely, or use fewer repeats")
+                break
+    return warnings
+
+
 def _make_folds(cfg: Config) -> pd.DataFrame:
     f = cfg.folds
     table = read_clean(cfg)
@@ -215,6 +232,7 @@ def _make_folds(cfg: Config) -> pd.DataFrame:
         assert (fold >= 0).all() and (spans == 1).all(), f"{f.strategy} split a group across folds"
         table[column] = fold
     report = fold_report(cfg, table, groups, linked, seeds)
+    report["warnings"] += _repeated_splits(table, seeds, f.strategy)
     manifest = layout.folds_manifest(cfg)
     provenance.invalidate(manifest)
     write_csv(layout.folds_csv(cfg), table)
