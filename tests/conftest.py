@@ -14,12 +14,14 @@ import contextlib  # noqa: E402
 import io  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
+import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -40,6 +42,29 @@ def reset_medal_logging() -> None:
     logger = logging.getLogger(LOGGER_NAME)
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
+
+
+# Tiers: `slow` marks every test that runs the session pipeline (below, by fixture use, so a new test that asks
+# for `pipeline`, `classes` or any fixture built on them is marked without saying so), spawns a process (python -m
+# medal, torchrun, a bash script, Chromium: marked by hand, per test or per module) or reads the real datasets
+# under /work/shared/data (by hand). `scripts/test.sh -m "not slow"` is the fast tier.
+SLOW_FIXTURES = {"pipeline"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """A test that uses the pipeline re-runs its stages on copies (infer, train --force, blend): on one torch
+    thread, as the fixture itself, setup and teardown of its module fixtures included."""
+    if "pipeline" not in getattr(item, "fixturenames", ()):
+        return (yield)
+    with torch_threads(1):
+        return (yield)
 
 
 @pytest.fixture(autouse=True)
@@ -93,6 +118,7 @@ class Pipeline:
     configs: dict[str, Path]      # experiment name -> YAML file
     codes: dict[str, int] = field(default_factory=dict)   # stage -> CLI exit code
     stdout: dict[str, str] = field(default_factory=dict)  # stage -> what it printed
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall time (`--durations` shows only the total)
 
     def cfg(self, name: str = "tiny_resnet", *overrides: str) -> Config:
         return load_config(self.configs[name], list(overrides))
@@ -115,8 +141,10 @@ def _cli(pipeline: Pipeline, stage: str, argv: list[str]) -> None:
     from medal.cli import main
 
     buffer = io.StringIO()
+    start = time.perf_counter()
     with contextlib.redirect_stdout(buffer):
         pipeline.codes[stage] = main(argv)
+    pipeline.seconds[stage] = time.perf_counter() - start
     pipeline.stdout[stage] = buffer.getvalue()
     reset_medal_logging()
 
@@ -138,7 +166,11 @@ def pipeline(tmp_path_factory) -> Pipeline:
         "folds": {"n_folds": N_FOLDS, "seed": 42},
         "train": {"image_size": IMAGE_SIZE, "epochs": EPOCHS, "batch_size": 16, "lr": 3.0e-3,
                   "warmup_epochs": 0.0, "augment": "light"},
-        "runtime": {"num_workers": 0, "device": "cpu"},
+        # One thread: the fixture's cost stays flat when the cores are busy (torch's default, a thread per core,
+        # made it 10x slower under load). cpu_threads covers train (and any test that retrains a copy of these
+        # outputs); the torch_threads(1) around the stages below covers infer, blend and report.
+        "runtime": {"num_workers": 0, "device": "cpu", "cpu_threads": 1},
+        "clean": {"workers": 1},
         "infer": {"tta": TTA, "tta_select": "greedy", "batch_size": 64},
         "blend": {"experiments": list(EXPERIMENTS), "submission_name": "e2e", "submission_dir": str(subs),
                   "method": "mean"},  # the tests check the mean's arithmetic; test_blend.py's `compared` covers compare
@@ -151,6 +183,23 @@ def pipeline(tmp_path_factory) -> Pipeline:
                for name, backbone in EXPERIMENTS.items()}
     p = Pipeline(root=root, out=out, submissions=subs, configs=configs)
     first = str(configs["tiny_resnet"])
+    with torch_threads(1):
+        _run_stages(p, configs, root, first)
+    return p
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op threads set to `n` inside, restored on exit (other tests keep torch's default)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_stages(p: Pipeline, configs: dict[str, Path], root: Path, first: str) -> None:
     _cli(p, "demo", ["demo", "--out", str(root), "--size", str(IMAGE_SIZE), "--per-class", str(PER_CLASS)])
     _cli(p, "clean", ["clean", "-c", first])
     _cli(p, "folds", ["folds", "-c", first])
@@ -163,7 +212,6 @@ def pipeline(tmp_path_factory) -> Pipeline:
     _cli(p, "report:blend", ["report", "-c", first, "--blend"])
     _cli(p, "check-submission", ["check-submission", str(p.submission), "-c", first])
     _cli(p, "score", ["score", str(p.submission), "--solution", str(root / "solution.csv"), "-c", first])
-    return p
 
 
 @pytest.fixture(scope="session")

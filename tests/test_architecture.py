@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 
 
+@pytest.mark.slow
 def test_the_import_contracts_hold():
     lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     assert lint, "lint-imports is not installed: pip install -r requirements-dev.txt"
@@ -37,6 +38,7 @@ def demo_config(tmp_path_factory) -> Path:
                                           "folds": {"n_folds": 3}, "clean": {"workers": 2}})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["clean", "folds"])
 def test_clean_and_folds_run_without_importing_torch(stage, demo_config):
     # One process per stage: the stage's whole run, then a look at what it imported. clean's scan workers are
@@ -52,6 +54,7 @@ def test_clean_and_folds_run_without_importing_torch(stage, demo_config):
     assert result.stdout.strip().splitlines()[-1] == "exit 0 False False False", result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_a_config_with_every_registry_name_validates_without_importing_torch(demo_config):
     script = ("import sys\nfrom medal.core.config import load_config\n"
               f"load_config(r'{demo_config}', ['train.augment=photo', 'infer.tta=[d4, scale_0.875, aug3]', "

@@ -237,6 +237,7 @@ def test_parallel_scan_writes_the_same_files_as_one_process(tmp_path):
     assert one == two
 
 
+@pytest.mark.slow
 def test_parallel_scan_finishes_right_after_the_parent_used_opencv_threads(tmp_path):
     """Regression: forked workers that called cv2.setNumThreads(1) hung for ever when the parent had just
     run an OpenCV operation on its thread pool (a pytest session, a notebook). Runs in a child process,

@@ -57,6 +57,7 @@ def wait_for(condition, seconds: float) -> bool:
     return condition()
 
 
+@pytest.mark.slow
 def test_killing_the_scan_kills_its_workers():
     parent = subprocess.Popen([sys.executable, "-c", SLOW_SCAN], env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

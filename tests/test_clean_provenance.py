@@ -84,6 +84,7 @@ def test_a_clean_that_fails_while_writing_leaves_no_manifest(cfg, monkeypatch):
         verify(cfg)
 
 
+@pytest.mark.slow
 def test_clean_refuses_to_run_while_another_process_holds_its_lock(cfg):
     lock = layout.lock_file(cfg.data_dir, "clean")
     hold = ("import time\nfrom pathlib import Path\nfrom medal.core.locks import exclusive\n"

@@ -23,7 +23,7 @@ from medal.images.dataset import load_rgb
 from medal.images.paths import image_path, source_path
 
 DATA = Path("/work/shared/data")
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="the shared real datasets are not on this machine")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not DATA.is_dir(), reason="the shared real datasets are not on this machine")]
 TEXT = {"dtype": str, "keep_default_na": False}
 
 

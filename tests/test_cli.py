@@ -101,6 +101,7 @@ def test_stage_help_lists_only_the_sections_it_reads(capsys):
     assert "  train.lr (" not in out
 
 
+@pytest.mark.slow
 def test_python_dash_m_medal_help_runs_the_cli():
     env = {**os.environ, "PYTHONPATH": str(SRC), "NO_ALBUMENTATIONS_UPDATE": "1"}
     result = subprocess.run([sys.executable, "-m", "medal", "train", "--help"], capture_output=True, text=True,

@@ -105,6 +105,7 @@ def ddp(tmp_path_factory):
     return load_config(config, OVERRIDES), base / "record", done
 
 
+@pytest.mark.slow
 def test_the_oof_holds_every_validation_id_exactly_once(ddp):
     cfg, _, _ = ddp
     table = read_folds(cfg)
@@ -114,6 +115,7 @@ def test_the_oof_holds_every_validation_id_exactly_once(ddp):
     assert sorted(oof["image_id"]) == expected and oof["image_id"].is_unique
 
 
+@pytest.mark.slow
 def test_the_validation_metric_equals_one_process_evaluating_the_same_checkpoint(ddp):
     cfg, _, _ = ddp
     table = read_folds(cfg)
@@ -130,6 +132,7 @@ def test_the_validation_metric_equals_one_process_evaluating_the_same_checkpoint
     np.testing.assert_allclose(oof[classes].to_numpy(), probs, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_only_rank_0_writes_files_and_logs(ddp):
     cfg, record, _ = ddp
     written = (record / "writes-rank0.txt").read_text().splitlines()
@@ -140,6 +143,7 @@ def test_only_rank_0_writes_files_and_logs(ddp):
     assert "2 processes" in log
 
 
+@pytest.mark.slow
 def test_hard_example_weights_are_the_same_on_both_ranks(ddp):
     _, record, _ = ddp
     per_rank = [sorted(record.glob(f"weights-rank{r}-*.npy")) for r in (0, 1)]
@@ -150,6 +154,7 @@ def test_hard_example_weights_are_the_same_on_both_ranks(ddp):
         assert weights.std() > 0  # the losses of both ranks' samples reached the tracker: not uniform
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_under_ddp_and_finishes(tmp_path):
     config = make_toy(tmp_path, per_class=9)
     killed = torchrun(config, tmp_path / "record", crash_at=2)

@@ -64,6 +64,7 @@ def test_conflicts_are_flagged_per_resolution_and_copies_are_marked():
     assert [[r for r, _ in f] for f in found] == [[near], ["duplicate_copy", near], ["duplicate_copy", near], [near]]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not FLOWERS.is_dir(), reason="needs /work/shared/data/flowers")
 def test_perceptual_hash_is_imagehash_phash_bit_for_bit():
     for path in sorted(FLOWERS.iterdir())[:60]:
@@ -72,6 +73,7 @@ def test_perceptual_hash_is_imagehash_phash_bit_for_bit():
         assert perceptual_hash(image) == int(str(imagehash.phash(Image.fromarray(grey))), 16), path.name
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not FLOWERS.is_dir(), reason="needs /work/shared/data/flowers")
 def test_perceptual_hash_matches_a_resized_recompressed_copy_and_not_other_photos():
     paths = sorted(FLOWERS.iterdir())[:40]

@@ -307,6 +307,7 @@ def test_report_warns_when_a_fold_misses_a_class(tmp_path):
     assert "## Warnings" in report and "| fold | rows | groups | a | b | rare |" in report
 
 
+@pytest.mark.slow
 def test_folds_csv_is_byte_identical_across_processes_and_hash_seeds(tmp_path):
     import os
     import subprocess

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,13 +29,54 @@ def predictions(path, classes) -> pd.DataFrame:
     return read_csv(path, "predictions", ["image_id", *classes], ["image_id"])
 
 
+# Re-inferred: tiny_resnet's infer run again under other settings, on one module-wide copy of the session outputs
+# (`scratch`). Infer rewrites every file it writes, so each run's files are read into a `Reinferred` at once, and no
+# test reads files another run left. A test that changes the outputs themselves makes its own copy.
+
+
 @pytest.fixture(scope="module")
-def identity_only(pipeline, tmp_path_factory) -> Config:
-    """tiny_resnet re-inferred on a copy of the outputs with the identity view alone."""
-    out = pipeline.copy_outputs(tmp_path_factory.mktemp("identity") / "outputs")
-    cfg = pipeline.cfg("tiny_resnet", f"output_dir={out}", "infer.tta=[identity]")
-    run_infer(cfg)
-    return cfg
+def scratch(pipeline, tmp_path_factory) -> Path:
+    """output_dir of the module's one copy of the session outputs, for the re-inferred runs."""
+    return pipeline.copy_outputs(tmp_path_factory.mktemp("scratch") / "outputs")
+
+
+@dataclass
+class Reinferred:
+    """What one infer run on `scratch` returned and wrote."""
+    cfg: Config
+    returned: dict        # run_infer's report
+    tta: dict             # tta.json
+    oof: pd.DataFrame     # oof_tta.csv
+    test: pd.DataFrame    # test_pred.csv
+
+
+def reinfer_cfg(cfg: Config, classes) -> Reinferred:
+    returned = run_infer(cfg)
+    return Reinferred(cfg, returned, json.loads((cfg.exp_dir / "tta.json").read_text()),
+                      predictions(cfg.exp_dir / "oof_tta.csv", classes), predictions(cfg.exp_dir / "test_pred.csv", classes))
+
+
+def reinfer(pipeline, scratch: Path, classes, *overrides: str) -> Reinferred:
+    """tiny_resnet re-inferred on `scratch` with `overrides`."""
+    return reinfer_cfg(pipeline.cfg("tiny_resnet", f"output_dir={scratch}", *overrides), classes)
+
+
+@pytest.fixture(scope="module")
+def identity_only(pipeline, scratch, classes) -> Reinferred:
+    """tiny_resnet re-inferred with the identity view alone."""
+    return reinfer(pipeline, scratch, classes, "infer.tta=[identity]")
+
+
+@pytest.fixture(scope="module")
+def flipped_only(pipeline, scratch, classes) -> Reinferred:
+    return reinfer(pipeline, scratch, classes, "infer.tta=[hflip]", "infer.tta_select=fixed")
+
+
+@pytest.fixture(scope="module")
+def identity_and_flip(pipeline, scratch, classes) -> Reinferred:
+    """Both views kept as listed, combined by the geometric mean (not the default, so that infer must apply it)."""
+    return reinfer(pipeline, scratch, classes, "infer.tta=[identity, hflip]", "infer.tta_select=fixed",
+                   "infer.tta_reduce=gmean")
 
 
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
@@ -88,14 +131,14 @@ def test_tta_json_scores_match_the_oof_tta_file(pipeline, classes, name):
 
 
 def test_identity_view_reproduces_the_training_oof(identity_only, classes):
-    assert json.loads((identity_only.exp_dir / "tta.json").read_text())["chosen"] == ["identity"]
-    oof = predictions(identity_only.exp_dir / "oof_tta.csv", classes).set_index("image_id")
-    trained = predictions(identity_only.exp_dir / "oof.csv", classes).set_index("image_id")
+    assert identity_only.tta["chosen"] == ["identity"]
+    oof = identity_only.oof.set_index("image_id")
+    trained = predictions(identity_only.cfg.exp_dir / "oof.csv", classes).set_index("image_id")
     np.testing.assert_allclose(oof.loc[trained.index, classes].to_numpy(), trained[classes].to_numpy(), atol=1e-5)
 
 
 def test_test_pred_is_the_mean_of_every_fold_models_probabilities(identity_only, classes):
-    cfg = identity_only
+    cfg = identity_only.cfg
     ids = read_sample_submission(cfg)["image_id"].tolist()
     paths = [image_path(cfg, i, "test") for i in ids]
     device = torch.device("cpu")
@@ -105,18 +148,14 @@ def test_test_pred_is_the_mean_of_every_fold_models_probabilities(identity_only,
         loader = make_loader(ImageDataset(paths, None, eval_transform(cfg.train.image_size, normalisation(model))), 16, 0, device)
         per_fold.append(predict_probs(model, loader, device, amp=False)[0])
     assert not np.allclose(per_fold[0], per_fold[1], atol=1e-3)  # the folds' models differ
-    test = predictions(cfg.exp_dir / "test_pred.csv", classes)
-    np.testing.assert_allclose(test[classes].to_numpy(), np.mean(per_fold, axis=0), atol=1e-5)
+    np.testing.assert_allclose(identity_only.test[classes].to_numpy(), np.mean(per_fold, axis=0), atol=1e-5)
 
 
-def test_fixed_selection_uses_every_listed_view(pipeline, tmp_path, classes):
-    out = pipeline.copy_outputs(tmp_path / "outputs")
-    cfg = pipeline.cfg("tiny_resnet", f"output_dir={out}", "infer.tta=[identity, hflip]", "infer.tta_select=fixed")
-    report = run_infer(cfg)
-    assert report["chosen"] == ["identity", "hflip"]
-    oof = predictions(cfg.exp_dir / "oof_tta.csv", classes).set_index("image_id")
-    trained = predictions(cfg.exp_dir / "oof.csv", classes).set_index("image_id")
-    # The mean with the flipped view moves the probabilities away from the plain OOF.
+def test_fixed_selection_uses_every_listed_view(identity_and_flip, classes):
+    assert identity_and_flip.returned["chosen"] == ["identity", "hflip"]
+    oof = identity_and_flip.oof.set_index("image_id")
+    trained = predictions(identity_and_flip.cfg.exp_dir / "oof.csv", classes).set_index("image_id")
+    # Combining with the flipped view moves the probabilities away from the plain OOF.
     assert not np.allclose(oof.loc[trained.index, classes].to_numpy(), trained[classes].to_numpy(), atol=1e-3)
 
 
@@ -186,27 +225,13 @@ def test_infer_with_a_missing_test_image_is_refused_naming_it(pipeline, tmp_path
 # Views beyond flips, reductions, fold averaging.
 
 
-def oof_probs(cfg: Config, classes) -> np.ndarray:
-    oof = predictions(cfg.exp_dir / "oof_tta.csv", classes)
-    return oof[classes].to_numpy()
-
-
-def reinfer(pipeline, tmp_path, *overrides: str) -> Config:
-    """tiny_resnet re-inferred with `overrides` on a private copy of the session outputs."""
-    out = tmp_path / "outputs"
-    if not out.exists():
-        pipeline.copy_outputs(out)
-    cfg = pipeline.cfg("tiny_resnet", f"output_dir={out}", *overrides)
-    run_infer(cfg)
-    return cfg
+def oof_probs(run: Reinferred, classes) -> np.ndarray:
+    return run.oof[classes].to_numpy()
 
 
 @pytest.fixture(scope="module")
-def every_view(pipeline, tmp_path_factory) -> dict:
-    out = pipeline.copy_outputs(tmp_path_factory.mktemp("views") / "outputs")
-    cfg = pipeline.cfg("tiny_resnet", f"output_dir={out}", "infer.tta=[identity, rot90, rot180, rot270, scale_0.75, aug0]")
-    run_infer(cfg)
-    return json.loads((cfg.exp_dir / "tta.json").read_text())
+def every_view(pipeline, scratch, classes) -> dict:
+    return reinfer(pipeline, scratch, classes, "infer.tta=[identity, rot90, rot180, rot270, scale_0.75, aug0]").tta
 
 
 def test_every_candidate_view_is_scored_on_oof_and_its_model_time_recorded(every_view):
@@ -224,51 +249,42 @@ def test_rotations_of_digits_score_below_identity_on_oof(every_view):
     assert max(per_view["rot90"], per_view["rot180"], per_view["rot270"]) < per_view["identity"]
 
 
-def test_a_scale_view_is_the_model_on_images_resized_to_that_size(pipeline, tmp_path, classes):
-    cfg = reinfer(pipeline, tmp_path, "infer.tta=[scale_0.75]", "infer.tta_select=fixed")
+def test_a_scale_view_is_the_model_on_images_resized_to_that_size(pipeline, scratch, classes):
+    run = reinfer(pipeline, scratch, classes, "infer.tta=[scale_0.75]", "infer.tta_select=fixed")
+    cfg = run.cfg
     table = read_folds(cfg)
     device = torch.device("cpu")
     model = load_fold_model(cfg, 0, classes, device)
     rows = (table["fold"] == 0).to_numpy()
     paths = [image_path(cfg, i, "train") for i in table.loc[rows, "image_id"]]
     loader = make_loader(ImageDataset(paths, None, eval_transform(12, normalisation(model))), 16, 0, device)  # 16 px * 0.75
-    np.testing.assert_allclose(oof_probs(cfg, classes)[rows], predict_probs(model, loader, device, amp=False)[0], atol=1e-5)
+    np.testing.assert_allclose(oof_probs(run, classes)[rows], predict_probs(model, loader, device, amp=False)[0], atol=1e-5)
 
 
-def test_random_views_give_the_same_predictions_with_or_without_loader_workers(pipeline, tmp_path, classes):
-    first = oof_probs(reinfer(pipeline, tmp_path / "a", "infer.tta=[aug0, aug1]", "infer.tta_select=fixed",
+def test_random_views_give_the_same_predictions_with_or_without_loader_workers(pipeline, scratch, classes):
+    first = oof_probs(reinfer(pipeline, scratch, classes, "infer.tta=[aug0, aug1]", "infer.tta_select=fixed",
                               "infer.tta_augment=light"), classes)
-    second = oof_probs(reinfer(pipeline, tmp_path / "b", "infer.tta=[aug0, aug1]", "infer.tta_select=fixed",
+    second = oof_probs(reinfer(pipeline, scratch, classes, "infer.tta=[aug0, aug1]", "infer.tta_select=fixed",
                                "infer.tta_augment=light", "runtime.num_workers=2"), classes)
     np.testing.assert_array_equal(first, second)
 
 
-@pytest.fixture(scope="module")
-def flipped_only(pipeline, tmp_path_factory) -> np.ndarray:
-    out = pipeline.copy_outputs(tmp_path_factory.mktemp("hflip") / "outputs")
-    cfg = pipeline.cfg("tiny_resnet", f"output_dir={out}", "infer.tta=[hflip]", "infer.tta_select=fixed")
-    run_infer(cfg)
-    return cfg
-
-
-def test_the_configured_reduction_combines_the_views_probabilities(pipeline, tmp_path, classes, identity_only,
-                                                                   flipped_only):
+def test_the_configured_reduction_combines_the_views_probabilities(classes, identity_only, flipped_only,
+                                                                   identity_and_flip):
     # Each reduction's arithmetic is tested in test_tta.py; this checks infer applies the configured one.
     plain, flipped = oof_probs(identity_only, classes), oof_probs(flipped_only, classes)
-    cfg = reinfer(pipeline, tmp_path, "infer.tta=[identity, hflip]", "infer.tta_select=fixed", "infer.tta_reduce=gmean")
     expected = np.sqrt(plain * flipped)
-    np.testing.assert_allclose(oof_probs(cfg, classes), expected / expected.sum(axis=1, keepdims=True), atol=1e-5)
+    np.testing.assert_allclose(oof_probs(identity_and_flip, classes), expected / expected.sum(axis=1, keepdims=True), atol=1e-5)
 
 
-def test_rank_fold_average_is_the_mean_of_each_fold_models_column_ranks(pipeline, tmp_path, classes):
+def test_rank_fold_average_is_the_mean_of_each_fold_models_column_ranks(pipeline, scratch, classes):
     from scipy.stats import rankdata
 
-    out = pipeline.copy_outputs(tmp_path / "outputs")
-    cfg = pipeline.cfg("tiny_resnet", f"output_dir={out}", "infer.tta=[identity]")
+    cfg = pipeline.cfg("tiny_resnet", f"output_dir={scratch}", "infer.tta=[identity]")
     # The config refuses rank for accuracy (only roc_auc reads ranks), and the models were trained for accuracy:
     # set it past validation, to test the arithmetic itself.
     cfg = cfg.model_copy(update={"infer": cfg.infer.model_copy(update={"fold_average": "rank"})})
-    run_infer(cfg)
+    run = reinfer_cfg(cfg, classes)
     ids = read_sample_submission(cfg)["image_id"].tolist()
     device = torch.device("cpu")
     ranks = []
@@ -278,8 +294,7 @@ def test_rank_fold_average_is_the_mean_of_each_fold_models_column_ranks(pipeline
                                           eval_transform(cfg.train.image_size, normalisation(model))), 16, 0, device)
         probs = predict_probs(model, loader, device, amp=False)[0]
         ranks.append((rankdata(probs, axis=0) - 1) / (len(ids) - 1))
-    test = predictions(cfg.exp_dir / "test_pred.csv", classes)
-    np.testing.assert_allclose(test[classes].to_numpy(), np.mean(ranks, axis=0), atol=1e-6)
+    np.testing.assert_allclose(run.test[classes].to_numpy(), np.mean(ranks, axis=0), atol=1e-6)
 
 
 def test_geometric_mean_over_logits_is_refused_naming_the_keys(pipeline):

@@ -97,6 +97,7 @@ def test_export_of_weights_that_cannot_be_reached_fails_naming_them(offline_cach
     assert "Traceback" not in err and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_export_reads_the_cache_named_by_the_environment_alone(tmp_path):
     """The user's path: a new process with HF_HUB_CACHE and HF_HUB_OFFLINE=1 set, nothing patched."""
     weights = hub_weights()

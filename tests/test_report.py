@@ -205,6 +205,7 @@ def test_the_demo_report_renders_in_chromium_without_a_broken_image_or_error(pip
     assert (blend.errors, blend.broken_images, blend.images) == ([], [], 1) and "nested CV" in blend.text
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(BROWSER is None, reason="Chromium is not installed: the browser check itself was not tried")
 def test_the_browser_check_catches_a_broken_image_and_a_script_error(tmp_path):
     page = tmp_path / "bad.html"

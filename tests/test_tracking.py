@@ -209,6 +209,7 @@ def test_online_start_that_cannot_connect_falls_back_offline_within_the_timeout(
     assert [r["epoch"] for r in fold_run(cfg, 0).history if "epoch" in r] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_untracked_training_never_imports_wandb(toy, tmp_path):
     script = f"""
 import sys

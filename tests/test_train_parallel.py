@@ -17,6 +17,7 @@ from medal.core.config import load_config
 from medal.core.locks import exclusive
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_parallel.sh"
+pytestmark = pytest.mark.slow  # every test runs scripts/train_parallel.sh
 
 
 def run_script(*args: str, log_dir: Path, devices: str = "5,7") -> subprocess.CompletedProcess:
