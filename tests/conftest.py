@@ -46,9 +46,14 @@ def reset_medal_logging() -> None:
 
 # Tiers: `slow` marks every test that runs the session pipeline (below, by fixture use, so a new test that asks
 # for `pipeline`, `classes` or any fixture built on them is marked without saying so), spawns a process (python -m
-# medal, torchrun, a bash script, Chromium: marked by hand, per test or per module) or reads the real datasets
-# under /work/shared/data (by hand). `scripts/test.sh -m "not slow"` is the fast tier.
-SLOW_FIXTURES = {"pipeline"}
+# medal, torchrun, a bash script, Chromium, the W&B service: marked by hand, per test or per module, or by a
+# fixture below), reads the real datasets under /work/shared/data (by hand), or trains several models end to end
+# (a tune study, a recipe-check: the same), or takes over 2 s on a quiet 2-core machine (by hand, with that
+# comment; `--durations=20` on the fast tier finds them). `scripts/test.sh -m "not slow"` is the fast tier, under a
+# minute.
+# The fixtures that make their users slow: the pipeline; test_tracking's W&B-tracked training (the W&B service
+# is a process of its own); test_tune's pruned study (three trainings).
+SLOW_FIXTURES = {"pipeline", "tracked", "pruned_study"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -456,6 +456,7 @@ def test_compare_says_it_leaves_the_rank_blend_out(tmp_path, caplog, monkeypatch
     assert "compare leaves out rank: it blends per-class ranks, and metric log_loss reads probabilities" in caplog.text
 
 
+@pytest.mark.slow
 def test_compare_offers_the_rank_blend_to_roc_auc(tmp_path):
     cfg = handmade(tmp_path, {"a": member(1), "b": member(2)}, "roc_auc")
     report = run_blend(cfg)

@@ -142,6 +142,7 @@ def test_optimised_log_loss_weights_beat_the_plain_mean_and_shun_the_harmful_mod
     assert score("log_loss", TARGETS, apply_weights(preds, weights)) < score("log_loss", TARGETS, preds.mean(axis=0)) - 0.05
 
 
+@pytest.mark.slow  # over 2 s on a quiet 2-core machine
 def test_nested_cv_is_lower_than_in_sample_on_a_deliberately_overfit_blend():
     # 40 models of pure noise over 200 rows: any weights fitted to them fit the noise.
     rng = np.random.default_rng(1)

@@ -290,6 +290,7 @@ def test_lr_find_opens_with_its_line_and_logs_its_steps_into_the_experiment_fold
     assert all(re.search(r"\) \d+(\.\d+)? img/s loss \S+ lr \S+ ETA \d\d:\d\d$", m) for m in steps), steps
 
 
+@pytest.mark.slow
 def test_recipe_check_opens_with_its_line_and_logs_every_candidate_into_the_experiment_folder(toy, tmp_path):
     run_cli(["recipe-check", "-c", str(toy), own_outputs(toy, tmp_path), "--lr-factors", "3", "train.epochs=1",
              "runtime.cpu_threads=1"])

@@ -30,6 +30,7 @@ def test_candidates_change_only_what_they_name(toy):
         candidates(cfg, (), ["flips"])
 
 
+@pytest.mark.slow
 def test_recipe_check_trains_each_recipe_on_one_fold_and_a_rerun_trains_nothing(toy, capsys):
     args = ["recipe-check", "-c", str(toy), "--fold", "1", "--lr-factors", "3", "--try", "flips:train.augment=flips"]
     assert main(args) == 0

@@ -147,6 +147,7 @@ def test_the_curves_mark_each_progressive_stage_and_follow_metrics_and_steps(toy
     assert "Progressive resizing: epochs 1-2 at 16px; epochs 3-3 at 24px." in text
 
 
+@pytest.mark.slow  # over 2 s on a quiet 2-core machine
 def test_an_lr_finder_plot_is_shown_with_its_suggestion(toy, tmp_path):
     cfg = toy_cfg(toy, own_outputs(toy, tmp_path), "train.epochs=1", "report.sample_grid=0", "report.gallery_size=0")
     with compute_threads(torch.device("cpu"), 1):

@@ -155,6 +155,7 @@ def test_blend_logs_its_report_heatmap_and_weights_to_a_run_of_its_own(pipeline,
     assert [(a.name, a.type) for a in run.artifacts] == [("blend-tracked-report", "blend-report")]
 
 
+@pytest.mark.slow
 def test_a_resumed_fold_continues_its_run_id(toy, tmp_path, monkeypatch):
     isolate_wandb(monkeypatch, tmp_path / "home")
     original = FoldTrainer._train_epoch
@@ -183,6 +184,7 @@ def test_a_resumed_fold_continues_its_run_id(toy, tmp_path, monkeypatch):
     assert steps[0] + steps[1] == list(range(len(pd.read_csv(cfg.fold_dir(0) / "steps.csv"))))  # one count across
 
 
+@pytest.mark.slow
 def test_no_key_and_no_network_goes_offline_with_a_warning_and_finishes_promptly(toy, tmp_path, monkeypatch, medal_log):
     isolate_wandb(monkeypatch, tmp_path / "home")
     monkeypatch.setenv("WANDB_BASE_URL", NO_NETWORK)
@@ -198,6 +200,7 @@ def test_no_key_and_no_network_goes_offline_with_a_warning_and_finishes_promptly
     assert tracked < untracked + 10, f"tracked fold took {tracked:.1f}s against {untracked:.1f}s untracked"
 
 
+@pytest.mark.slow
 def test_online_start_that_cannot_connect_falls_back_offline_within_the_timeout(toy, tmp_path, monkeypatch, medal_log):
     isolate_wandb(monkeypatch, tmp_path / "home")
     monkeypatch.setenv("WANDB_BASE_URL", NO_NETWORK)

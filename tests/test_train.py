@@ -252,6 +252,7 @@ def test_train_without_folds_csv_says_to_run_folds(pipeline, tmp_path):
         run_train(cfg)
 
 
+@pytest.mark.slow  # over 2 s on a quiet 2-core machine
 def test_fold_option_trains_only_that_fold(retrained):
     cfg, _ = retrained
     assert (cfg.fold_dir(0) / "done.json").is_file()

@@ -108,6 +108,7 @@ def test_top_k_weights_are_the_mean_of_the_k_best_epochs_chosen_weights(toy):
     assert sorted(p.name for p in (cfg.fold_dir(0) / "top_k").iterdir()) == sorted(f"epoch{f['epoch']}.pt" for f in ranked)
 
 
+@pytest.mark.slow  # over 2 s on a quiet 2-core machine
 def test_the_config_chooses_the_oof_weights_and_cv_json_compares_them(toy):
     cfg = toy_cfg(toy, *AVERAGED, "train.average.swa_epochs=2", "train.average.top_k=2")
     run_train(cfg)

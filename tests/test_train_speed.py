@@ -39,6 +39,7 @@ def test_channels_last_reformats_the_weights_on_cuda_only():
     assert not _conv(speed_up(_model(), torch.device("cpu"), True, False)).is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.slow  # over 2 s on a quiet 2-core machine
 def test_compile_wraps_the_model_and_shares_its_parameters():
     model = _model()
     compiled = speed_up(model, CUDA, channels_last=False, compile=True)

@@ -138,6 +138,7 @@ def test_a_second_process_joins_the_same_sqlite_study_with_trials_of_its_own(toy
     assert "tune trial 2" in (tune_dir(cfg, "shared") / "medal.log").read_text()
 
 
+@pytest.mark.slow
 def test_a_trial_folder_holding_a_fold_of_another_recipe_is_refused_not_overwritten(toy):
     space = lr_space(toy.parent)
     cfg = load_config(toy, ["train.epochs=1"])
