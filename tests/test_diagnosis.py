@@ -53,3 +53,10 @@ def test_a_zero_true_class_probability_is_the_hardest_row_not_an_error():
     probs = PROBS.copy()
     probs[2] = [0.5, 0.5, 0.0]  # -ln 0 is clipped to -ln 1e-12 = 27.6, above row 1's 3.00
     assert hardest(TARGETS, probs, 3).tolist() == [2, 1, 3]
+
+
+def test_a_model_with_no_loss_at_all_is_healthy_not_overfitting():
+    # 0 x 10 <= 0 held, so a perfect fit (both losses 0) read as overfitting; a zero train loss against a
+    # positive validation loss still is.
+    assert diagnose(0.0, 0.0)["verdict"] == "healthy"
+    assert diagnose(0.0, 0.5)["verdict"] == "overfitting"

@@ -50,8 +50,12 @@ def test_mse_regresses_the_outputs_onto_the_target_vector(batch):
     criterion = Criterion(TrainConfig(loss="mse", label_smoothing=0.0), C)
     _, target = criterion.prepare(images, labels)
     assert criterion.per_sample(target.clone(), target).abs().max() == 0  # exact outputs: no loss
-    off = target + 0.5
-    assert torch.allclose(criterion.per_sample(off, target), torch.full((8,), 0.25))
+    # Row i is off by i/10 in every class: its own loss is (i/10)^2, one value per sample (the loss the hard-example
+    # tracker reads per row), not the batch mean (mutmut's surviving mutant: `.mean()` over the whole batch).
+    offsets = torch.arange(8, dtype=torch.float32) / 10
+    losses = criterion.per_sample(target + offsets[:, None], target)
+    assert losses.shape == (8,)
+    assert torch.allclose(losses, offsets ** 2)
 
 
 def test_mixup_blends_images_and_targets_of_image_pairs(batch):

@@ -13,7 +13,7 @@ def diagnose(train_loss: float, valid_loss: float, overfit_ratio: float = OVERFI
     """Overfitting when the train loss is `overfit_ratio` times (default: an order of magnitude) below the
     validation loss, underfitting when it is above it, otherwise healthy. Both losses are plain
     cross-entropy of the same model on hard labels."""
-    if train_loss * overfit_ratio <= valid_loss:
+    if train_loss * overfit_ratio <= valid_loss and valid_loss > 0:  # both 0: a perfect fit, not an overfit one
         verdict = "overfitting"
         advice = "more augmentation, regularisation (weight decay, dropout, mixup), early stopping or more data"
     elif train_loss > valid_loss:
