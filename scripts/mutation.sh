@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export NO_ALBUMENTATIONS_UPDATE=1
+# One torch thread: mutmut forks its workers from a process that has run torch, and a forked thread pool hangs.
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 scripts/setup.sh
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -m mutmut run "$@" || true  # a run with survivors still has results to show

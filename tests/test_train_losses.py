@@ -89,3 +89,31 @@ def test_mixup_probability_zero_leaves_batches_unmixed(batch):
 def test_mixup_with_an_odd_batch_size_is_refused_by_the_config():
     with pytest.raises(ValueError, match="batch sizes must be even"):
         TrainConfig(batch_size=15, mixup={"mixup_alpha": 0.2})
+
+
+def _mix_kinds(criterion: Criterion, draws: int = 60) -> dict[str, int]:
+    """How many of `draws` batches came out unmixed, cut-mixed (every pixel exactly its own or its partner's,
+    some of each) or mixed (blended pixels)."""
+    np.random.seed(0)  # timm's Mixup draws from numpy's global RNG
+    kinds = {"none": 0, "cutmix": 0, "mixup": 0}
+    for _ in range(draws):
+        images = torch.rand(8, 3, 16, 16)
+        mixed, _ = criterion.prepare(images.clone(), torch.arange(8) % C)
+        own, partner = mixed == images, mixed == images.flip(0)
+        if own.all():
+            kinds["none"] += 1
+        elif (own | partner).all():
+            kinds["cutmix"] += 1
+        else:
+            kinds["mixup"] += 1
+    return kinds
+
+
+def test_switch_prob_chooses_between_cutmix_and_mixup_and_prob_skips_batches():
+    both = {"mixup_alpha": 1.0, "cutmix_alpha": 1.0}
+    always_cutmix = _mix_kinds(Criterion(TrainConfig(mixup={**both, "switch_prob": 1.0}), C))
+    never_cutmix = _mix_kinds(Criterion(TrainConfig(mixup={**both, "switch_prob": 0.0}), C))
+    half = _mix_kinds(Criterion(TrainConfig(mixup={**both, "prob": 0.5}), C), draws=200)
+    assert always_cutmix["cutmix"] >= 55 and always_cutmix["mixup"] == 0  # a tiny box may come out empty
+    assert never_cutmix == {"none": 0, "cutmix": 0, "mixup": 60}
+    assert 70 <= half["none"] <= 130  # Binomial(200, 0.5): 100 +- 15 at 3 sigma
