@@ -6,14 +6,16 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 export NO_ALBUMENTATIONS_UPDATE=1
 
-if ! "$PYTHON" -c "import torchvision" 2>/dev/null; then  # imports torch too; fails on a mismatched pair
+# Found, not imported (importing them costs 4 s of every test run). A torchvision that does not match its torch
+# is not caught here: it fails at its first import ("operator torchvision::nms does not exist"); reinstall the pair.
+if ! "$PYTHON" -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('torch') and u.find_spec('torchvision')))" 2>/dev/null; then
   echo "setup: installing torch==2.14.1 torchvision==0.29.1 (a matched pair; see requirements.txt)"
   "$PYTHON" -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 fi
 if ! "$PYTHON" - <<'PY' 2>/dev/null
 import importlib.util, sys
 from pathlib import Path
-# Found, not imported: importing them all took 12 s, most of a fast test run (torch is imported above).
+# Found, not imported: importing them all took 12 s, a fifth of a fast test run.
 needed = ["timm", "albumentations", "cv2", "pandas", "sklearn", "scipy", "yaml", "pydantic", "tqdm", "matplotlib",
           "wandb", "iterstrat", "optuna", "plotly", "pytest", "imagehash", "importlinter", "mutmut"]
 missing = [name for name in needed if importlib.util.find_spec(name) is None]
