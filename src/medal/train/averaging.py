@@ -27,6 +27,8 @@ from medal.core.metrics import higher_is_better, is_better
 class WeightAverages:
     """The fold's SWA average and top-k snapshots, fed once per epoch; `averaged()` builds the final models."""
 
+    NAMES = ("swa", "top_k")  # the averages, as averaged() names them and train.average.oof chooses them
+
     def __init__(self, settings: AverageConfig, total_epochs: int, metric: str, folder: Path, main: bool = True) -> None:
         self.settings, self.total_epochs, self.metric = settings, total_epochs, metric
         self.folder = folder / "top_k"

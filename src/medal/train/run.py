@@ -163,8 +163,7 @@ def write_full_oof(cfg: Config, classes: list[str], n_folds: int) -> float:
         remove_stale_temporaries(cfg.exp_dir, [p.name for p in (layout.oof_csv(cfg), layout.cv_json(cfg), manifest)]
                                  + ["config.yaml"])
         provenance.invalidate(manifest)
-        parts = [read_csv(layout.fold_oof(cfg, k), "fold OOF", [cfg.data.id_col], [cfg.data.id_col]) for k in range(n_folds)]
-        oof = pd.concat(parts, ignore_index=True)
+        oof = _gathered(cfg, [layout.fold_oof(cfg, k) for k in range(n_folds)], "fold OOF")
         write_csv(layout.oof_csv(cfg), oof)
         cv = score(cfg.metric, oof["target"].to_numpy(), oof[classes].to_numpy())
         summary = {"metric": cfg.metric, "cv": cv, "n_folds": n_folds, "rows": len(oof),
@@ -179,6 +178,11 @@ def write_full_oof(cfg: Config, classes: list[str], n_folds: int) -> float:
     return cv
 
 
+def _gathered(cfg: Config, paths: list, what: str) -> pd.DataFrame:
+    """The folds' OOF files, one after another (each read and checked as `what`)."""
+    return pd.concat([read_csv(path, what, [cfg.data.id_col], [cfg.data.id_col]) for path in paths], ignore_index=True)
+
+
 def _weights_cv(cfg: Config, classes: list[str], n_folds: int) -> dict:
     """With train.average on: the OOF score of each set of weights every fold scored (the best epoch's, the final
     EMA, SWA, top-k; oof.csv holds the train.average.oof ones), as {"weights_cv": {"best": ..., "swa": ...}}."""
@@ -188,8 +192,7 @@ def _weights_cv(cfg: Config, classes: list[str], n_folds: int) -> dict:
         return {}
     found = {}
     for name in names:
-        oof = pd.concat([read_csv(layout.fold_weights_oof(cfg, k, name), f"fold OOF of the {name} weights",
-                                  [cfg.data.id_col], [cfg.data.id_col]) for k in range(n_folds)], ignore_index=True)
+        oof = _gathered(cfg, [layout.fold_weights_oof(cfg, k, name) for k in range(n_folds)], f"fold OOF of the {name} weights")
         found[name] = score(cfg.metric, oof["target"].to_numpy(), oof[classes].to_numpy())
     get_logger().info("%s: OOF %s by weights: %s (oof.csv: %s)", cfg.name, cfg.metric,
                       ", ".join(f"{name} {value:.4f}" for name, value in found.items()), cfg.train.average.oof)
@@ -240,13 +243,13 @@ def _train_fold(cfg: Config, table: pd.DataFrame, classes: list[str], fold: int,
         if not main:
             distributed.barrier()  # until rank 0 has written the fold's files
             return best_score
-        oof = prediction_frame(cfg.data.id_col, data.valid_ids, classes, valid_probs,
-                               fold=np.full(len(data.valid_ids), fold), target=data.valid_targets)
-        write_csv(layout.fold_oof(cfg, fold), oof)
+        def frame(probs: np.ndarray) -> pd.DataFrame:
+            return prediction_frame(cfg.data.id_col, data.valid_ids, classes, probs,
+                                    fold=np.full(len(data.valid_ids), fold), target=data.valid_targets)
+
+        write_csv(layout.fold_oof(cfg, fold), frame(valid_probs))
         for weights, (_, probs) in trainer.alternatives.items():
-            write_csv(layout.fold_weights_oof(cfg, fold, weights), prediction_frame(
-                cfg.data.id_col, data.valid_ids, classes, probs, fold=np.full(len(data.valid_ids), fold),
-                target=data.valid_targets))
+            write_csv(layout.fold_weights_oof(cfg, fold, weights), frame(probs))
         report = {"best_score": best_score, "best_epoch": best_epoch, "metric": cfg.metric,
                   "environment": {**describe_device(device, precision(device, cfg.runtime.amp, cfg.runtime.amp_dtype)),
                                   **versions()},

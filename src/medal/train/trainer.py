@@ -340,6 +340,8 @@ class FoldTrainer:
         """Validation probabilities of the fold's best.pt weights (loaded into the fold's model)."""
         distributed.barrier()  # rank 0 wrote best.pt
         self.model.load_state_dict(load_best(layout.best_checkpoint(self.cfg, self.fold), self.device)["model"])
+        if self.alternatives:  # _score_averages predicted best.pt's weights already: the best epoch's or an average
+            return self.alternatives[self.best_weights if self.best_weights in self.averages.NAMES else "best"][1]
         probs, _ = self._predict(self.forward, f"{self.cfg.name} fold {self.fold} oof")
         return probs
 

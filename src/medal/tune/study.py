@@ -159,17 +159,13 @@ def trial_config(cfg: Config, params: list[Param], trial, study: str) -> tuple[C
 
 
 def epoch_reporter(trial, cfg: Config, folds: tuple[int, ...]):
-    """on_epoch for run_train: report each epoch's score of the weights best.pt follows (row['chosen'], else the
-    better of raw and EMA) at step fold_index * total_epochs + epoch - 1; raise TrialPruned when the pruner says."""
+    """on_epoch for run_train: report each epoch's score of the weights best.pt follows (row['chosen']: the EMA's,
+    else the raw weights') at step fold_index * total_epochs + epoch - 1; raise TrialPruned when the pruner says."""
     optuna = optuna_module()
     metric, total = cfg.metric, cfg.train.total_epochs
-    better = max if higher_is_better(metric) else min
 
     def report(fold: int, row: dict) -> None:
-        scores = {"raw": row[metric], "ema": row.get(f"ema_{metric}")}
-        value = scores.get(row.get("chosen")) if row.get("chosen") in scores else None
-        if value is None:
-            value = better(v for v in scores.values() if v is not None)
+        value = row[f"ema_{metric}"] if row.get("chosen") == "ema" else row[metric]
         step = folds.index(fold) * total + int(row["epoch"]) - 1
         trial.report(float(value), step)
         if trial.should_prune():
